@@ -1,0 +1,153 @@
+"""Sample-level benchmark results: the one shape every runner, importer and stage shares.
+
+A row is (benchmark, version, sample_id, attempt, score, error). `score` is in
+[0, 1]; a row whose attempt failed has `score=None` and a non-empty `error`.
+Summaries are always computed from rows, never taken from a runner.
+
+`SampleTable` keeps the rows columnar (NumPy) so a million rows classify in
+about a second; it validates every row on the way in and names the first bad one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policy.errors import ResultsError
+
+ROW_FIELDS = ("benchmark", "version", "sample_id", "attempt", "score", "error")
+_REQUIRED = ("benchmark", "sample_id", "score")
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    benchmark: np.ndarray  # str objects
+    version: np.ndarray  # str objects ("" when the runner gave none)
+    sample_id: np.ndarray  # str objects
+    attempt: np.ndarray  # int64, >= 0
+    score: np.ndarray  # float64 in [0, 1]; NaN exactly where the attempt errored
+    error: np.ndarray  # str objects ("" when the attempt succeeded)
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    @classmethod
+    def empty(cls) -> SampleTable:
+        obj = np.array([], dtype=object)
+        return cls(obj, obj.copy(), obj.copy(), np.array([], dtype=np.int64), np.array([], dtype=float), obj.copy())
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], source: str = "results") -> SampleTable:
+        bench: list[str] = []
+        version: list[str] = []
+        sample: list[str] = []
+        attempt: list[int] = []
+        score: list[float] = []
+        error: list[str] = []
+        for i, row in enumerate(rows):
+            where = f"{source}: row {i + 1}"
+            if not isinstance(row, Mapping):
+                raise ResultsError(f"{where}: expected an object, got {type(row).__name__}")
+            unknown = set(row) - set(ROW_FIELDS)
+            if unknown:
+                raise ResultsError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+            for key in _REQUIRED:
+                if key not in row:
+                    raise ResultsError(f"{where}: missing field '{key}'")
+            b, s = row["benchmark"], row["sample_id"]
+            if not isinstance(b, str) or not b:
+                raise ResultsError(f"{where}: 'benchmark' must be a non-empty string")
+            if isinstance(s, bool) or not isinstance(s, (str, int)) or s == "":
+                raise ResultsError(f"{where}: 'sample_id' must be a non-empty string or integer")
+            a = row.get("attempt", 0)
+            if isinstance(a, bool) or not isinstance(a, int) or a < 0:
+                raise ResultsError(f"{where}: 'attempt' must be a non-negative integer, got {a!r}")
+            v = row.get("version") or ""
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise ResultsError(f"{where}: 'version' must be a string")
+            err = row.get("error") or ""
+            if not isinstance(err, str):
+                raise ResultsError(f"{where}: 'error' must be a string or null")
+            sc = row["score"]
+            if sc is None:
+                if not err:
+                    raise ResultsError(f"{where}: 'score' is null but no 'error' says why")
+                val = math.nan
+            else:
+                if isinstance(sc, bool) or not isinstance(sc, (int, float)):
+                    raise ResultsError(f"{where}: 'score' must be a number in [0, 1], got {sc!r}")
+                val = float(sc)
+                if math.isnan(val) or math.isinf(val):
+                    raise ResultsError(f"{where}: 'score' is {val}; use null with an 'error' for a failed attempt")
+                if not 0.0 <= val <= 1.0:
+                    raise ResultsError(f"{where}: 'score' {val} is outside [0, 1]")
+                if err:
+                    raise ResultsError(f"{where}: has both a score and an error; a failed attempt has score null")
+            bench.append(b)
+            version.append(str(v))
+            sample.append(str(s))
+            attempt.append(a)
+            score.append(val)
+            error.append(err)
+        table = cls(
+            np.array(bench, dtype=object),
+            np.array(version, dtype=object),
+            np.array(sample, dtype=object),
+            np.array(attempt, dtype=np.int64),
+            np.array(score, dtype=np.float64),
+            np.array(error, dtype=object),
+        )
+        table.check_unique(source)
+        return table
+
+    def check_unique(self, source: str = "results") -> None:
+        if len(self) == 0:
+            return
+        keys = np.char.add(np.char.add(self.benchmark.astype(str), "\x00"),
+                           np.char.add(np.char.add(self.sample_id.astype(str), "\x00"), self.attempt.astype(str)))
+        uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            dup = int(np.flatnonzero(counts > 1)[0])
+            # The first duplicated key's second occurrence is what a person should look at.
+            idx = np.flatnonzero(keys == uniq[dup])
+            raise ResultsError(
+                f"{source}: row {int(idx[1]) + 1}: duplicate (benchmark, sample_id, attempt) = "
+                f"({self.benchmark[idx[1]]}, {self.sample_id[idx[1]]}, {int(self.attempt[idx[1]])}); "
+                f"first seen at row {int(idx[0]) + 1}"
+            )
+
+    def benchmarks(self) -> list[str]:
+        return sorted(set(self.benchmark.tolist()))
+
+    def select(self, mask: np.ndarray) -> SampleTable:
+        return SampleTable(self.benchmark[mask], self.version[mask], self.sample_id[mask], self.attempt[mask],
+                           self.score[mask], self.error[mask])
+
+    def for_benchmark(self, benchmark_id: str) -> SampleTable:
+        return self.select(self.benchmark == benchmark_id)
+
+    def without_benchmark(self, benchmark_id: str) -> SampleTable:
+        return self.select(self.benchmark != benchmark_id)
+
+    def concat(self, other: SampleTable) -> SampleTable:
+        table = SampleTable(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in ROW_FIELDS))
+        table.check_unique()
+        return table
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for i in range(len(self)):
+            sc = float(self.score[i])
+            out.append({
+                "benchmark": self.benchmark[i],
+                "version": self.version[i],
+                "sample_id": self.sample_id[i],
+                "attempt": int(self.attempt[i]),
+                "score": None if math.isnan(sc) else sc,
+                "error": self.error[i] or None,
+            })
+        return out

@@ -1,0 +1,278 @@
+"""The policy schema: a scaling policy as strict, validated data.
+
+A framework file (Anthropic RSP, OpenAI Preparedness, Google DeepMind FSF, or a
+lab's own) is one YAML document that validates into `Policy`. Validation is
+strict: unknown keys, wrong types, dangling references, duplicate ids and
+non-monotone levels are errors, because a policy that is silently misread is
+worse than no policy.
+
+Nothing here does I/O; `policy.loading` turns text into a `Policy`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+Identifier = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+]
+Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4000)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+Comparison = Literal[">=", ">", "<=", "<"]
+Metric = Literal["mean", "best_of_k"]
+Activity = Literal["training", "deployment"]
+
+
+class _Strict(BaseModel):
+    # Strict: a YAML "true" never becomes 1, a quoted "0.5" never becomes a float.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class FrameworkIdentity(_Strict):
+    id: Identifier
+    name: Text
+    version: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=40)]
+    source: Text
+    # Dates may be quoted or not in YAML; everything else is strict.
+    effective_date: Annotated[dt.date, Field(strict=False)]
+    # Numeric thresholds are never published by labs; files must say whose numbers they are.
+    operationalisation: Text
+
+
+class Role(_Strict):
+    id: Identifier
+    name: Text
+
+
+class Domain(_Strict):
+    id: Identifier
+    name: Text
+    # tracked: thresholds set the required level; monitored/research: reported, never gate.
+    status: Literal["tracked", "monitored", "research"]
+
+
+class SafetyLevel(_Strict):
+    id: Identifier
+    name: Text
+    description: Text
+    requires: tuple[Identifier, ...] = ()
+
+
+class Benchmark(_Strict):
+    id: Identifier
+    name: Text
+    version: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=40)]
+    domain: Identifier
+    description: Text
+    proxy_for: Text | None = None
+    attempts: Annotated[int, Field(ge=1, le=100)] = 1
+    min_samples: Annotated[int, Field(ge=1)] = 30
+    chance_score: Fraction = 0.0
+    timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1800.0
+    # How it runs (Inspect task, command, importer); interpreted by tasks/, opaque to the core.
+    runner: dict[str, str | int | float | bool] | None = None
+
+
+class Measure(_Strict):
+    """One if-then comparison: IF metric(benchmark) <comparison> threshold THEN the rule fires."""
+
+    benchmark: Identifier
+    metric: Metric = "mean"
+    comparison: Comparison = ">="
+    threshold: Fraction
+    early_warning: Fraction
+    min_samples: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _early_warning_precedes_threshold(self) -> Measure:
+        if self.comparison in (">=", ">") and not self.early_warning < self.threshold:
+            raise ValueError(
+                f"early_warning ({self.early_warning}) must be below threshold ({self.threshold}) "
+                f"when the comparison is '{self.comparison}'"
+            )
+        if self.comparison in ("<=", "<") and not self.early_warning > self.threshold:
+            raise ValueError(
+                f"early_warning ({self.early_warning}) must be above threshold ({self.threshold}) "
+                f"when the comparison is '{self.comparison}'"
+            )
+        return self
+
+
+class CapabilityThreshold(_Strict):
+    id: Identifier
+    name: Text
+    domain: Identifier
+    description: Text
+    measures: Annotated[tuple[Measure, ...], Field(min_length=1)]
+    # any: the rule fires if any measure fires (conservative); all: only if every measure fires.
+    combine: Literal["any", "all"] = "any"
+    # None only in monitored/research domains: reported, never raises the level.
+    triggers_level: Identifier | None
+    additional_safeguards: tuple[Identifier, ...] = ()
+
+
+class AttestationVerification(_Strict):
+    method: Literal["attestation"]
+    roles: Annotated[tuple[Identifier, ...], Field(min_length=1)]
+    max_age_days: Annotated[int, Field(ge=1, le=3650)]
+
+
+class AutomatedVerification(_Strict):
+    method: Literal["automated"]
+    check: Identifier
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    max_age_days: Annotated[int, Field(ge=1, le=3650)] = 1
+
+
+class Safeguard(_Strict):
+    id: Identifier
+    name: Text
+    kind: Literal["security", "deployment", "governance"]
+    standard: Text
+    description: Text
+    verification: Annotated[AttestationVerification | AutomatedVerification, Field(discriminator="method")]
+    # What must stop while this safeguard is required and not verified.
+    halts: Annotated[tuple[Activity, ...], Field(min_length=1)]
+
+
+class Cadence(_Strict):
+    comprehensive_compute_factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False)]
+    comprehensive_max_interval_days: Annotated[int, Field(ge=1, le=3650)]
+    escalate_on_early_warning: bool = True
+    # Benchmarks run in a preliminary assessment; a comprehensive one runs every benchmark.
+    preliminary_benchmarks: tuple[Identifier, ...] = ()
+
+
+class Approvals(_Strict):
+    roles: Annotated[tuple[Identifier, ...], Field(min_length=1)]
+    quorum: Annotated[int, Field(ge=1, le=20)]
+    must_include: tuple[Identifier, ...] = ()
+
+
+class FailClosed(_Strict):
+    # Written out in every file so a reader sees it; it cannot be switched off.
+    undetermined_counts_as_crossed: Literal[True]
+    rule_out: Literal["upper_bound", "point_estimate"] = "upper_bound"
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0, allow_inf_nan=False)] = 0.95
+    bootstrap_resamples: Annotated[int, Field(ge=100, le=100_000)] = 2000
+    max_error_rate: Fraction = 0.05
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class Policy(_Strict):
+    schema_version: Literal[1]
+    framework: FrameworkIdentity
+    roles: Annotated[tuple[Role, ...], Field(min_length=1)]
+    domains: Annotated[tuple[Domain, ...], Field(min_length=1)]
+    # Ordered lowest first; the first level is what a model needs when no rule fires.
+    levels: Annotated[tuple[SafetyLevel, ...], Field(min_length=1)]
+    benchmarks: Annotated[tuple[Benchmark, ...], Field(min_length=1)]
+    thresholds: Annotated[tuple[CapabilityThreshold, ...], Field(min_length=1)]
+    safeguards: tuple[Safeguard, ...] = ()
+    cadence: Cadence
+    approvals: Approvals
+    fail_closed: FailClosed
+
+    @field_validator("levels", "benchmarks", "thresholds", "safeguards", "roles", "domains")
+    @classmethod
+    def _unique_ids(cls, items: tuple[BaseModel, ...]) -> tuple[BaseModel, ...]:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            ident = item.id  # type: ignore[attr-defined]
+            if ident in seen:
+                raise ValueError(f"duplicate id '{ident}' (items {seen[ident]} and {i})")
+            seen[ident] = i
+        return items
+
+    @model_validator(mode="after")
+    def _references_and_monotonicity(self) -> Policy:
+        errors: list[str] = []
+        roles = {r.id for r in self.roles}
+        domains = {d.id: d for d in self.domains}
+        levels = [lv.id for lv in self.levels]
+        benchmarks = {b.id: b for b in self.benchmarks}
+        safeguards = {s.id for s in self.safeguards}
+
+        def need(kind: str, value: str, known: set[str] | dict, where: str) -> None:
+            if value not in known:
+                errors.append(f"{where}: unknown {kind} '{value}'")
+
+        for i, b in enumerate(self.benchmarks):
+            need("domain", b.domain, domains, f"benchmarks[{i}].domain")
+        for i, lv in enumerate(self.levels):
+            for j, sg in enumerate(lv.requires):
+                need("safeguard", sg, safeguards, f"levels[{i}].requires[{j}]")
+            if len(set(lv.requires)) != len(lv.requires):
+                errors.append(f"levels[{i}].requires: lists a safeguard twice")
+        for i in range(1, len(self.levels)):
+            lower, higher = self.levels[i - 1], self.levels[i]
+            missing = sorted(set(lower.requires) - set(higher.requires))
+            if missing:
+                errors.append(
+                    f"levels[{i}].requires: level '{higher.id}' must require at least the safeguards of "
+                    f"'{lower.id}', but lacks {', '.join(missing)}"
+                )
+        for i, t in enumerate(self.thresholds):
+            where = f"thresholds[{i}]"
+            need("domain", t.domain, domains, f"{where}.domain")
+            if t.triggers_level is not None:
+                need("level", t.triggers_level, set(levels), f"{where}.triggers_level")
+                if t.triggers_level == levels[0]:
+                    errors.append(f"{where}.triggers_level: '{t.triggers_level}' is the baseline level; a rule "
+                                  "that triggers it changes nothing")
+            dom = domains.get(t.domain)
+            if dom is not None and dom.status == "tracked" and t.triggers_level is None:
+                errors.append(f"{where}.triggers_level: required in tracked domain '{t.domain}'")
+            if dom is not None and dom.status != "tracked" and t.triggers_level is not None:
+                errors.append(f"{where}.triggers_level: must be null in {dom.status} domain '{t.domain}'")
+            for j, sg in enumerate(t.additional_safeguards):
+                need("safeguard", sg, safeguards, f"{where}.additional_safeguards[{j}]")
+            for j, m in enumerate(t.measures):
+                need("benchmark", m.benchmark, benchmarks, f"{where}.measures[{j}].benchmark")
+                b = benchmarks.get(m.benchmark)
+                if b is not None and m.metric == "best_of_k" and b.attempts < 2:
+                    errors.append(f"{where}.measures[{j}].metric: best_of_k needs a benchmark with attempts >= 2, "
+                                  f"'{b.id}' has {b.attempts}")
+        for i, s in enumerate(self.safeguards):
+            if isinstance(s.verification, AttestationVerification):
+                for j, r in enumerate(s.verification.roles):
+                    need("role", r, roles, f"safeguards[{i}].verification.roles[{j}]")
+        for j, bid in enumerate(self.cadence.preliminary_benchmarks):
+            need("benchmark", bid, benchmarks, f"cadence.preliminary_benchmarks[{j}]")
+        for j, r in enumerate(self.approvals.roles):
+            need("role", r, roles, f"approvals.roles[{j}]")
+        for j, r in enumerate(self.approvals.must_include):
+            if r not in self.approvals.roles:
+                errors.append(f"approvals.must_include[{j}]: role '{r}' is not among approvals.roles")
+        if len(self.approvals.must_include) > self.approvals.quorum:
+            errors.append("approvals.must_include: more required roles than the quorum can hold")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    # Lookups used by the engine and the shells; cheap enough to rebuild on demand.
+    def level_rank(self, level_id: str) -> int:
+        for i, lv in enumerate(self.levels):
+            if lv.id == level_id:
+                return i
+        raise KeyError(level_id)
+
+    def benchmark(self, benchmark_id: str) -> Benchmark:
+        for b in self.benchmarks:
+            if b.id == benchmark_id:
+                return b
+        raise KeyError(benchmark_id)
+
+    def safeguard(self, safeguard_id: str) -> Safeguard:
+        for s in self.safeguards:
+            if s.id == safeguard_id:
+                return s
+        raise KeyError(safeguard_id)
+
+    @property
+    def baseline_level(self) -> str:
+        return self.levels[0].id
