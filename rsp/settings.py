@@ -1,0 +1,76 @@
+"""Settings: environment variables (RSP_*) over an optional config file over embedded defaults.
+
+With nothing set, everything lives under ./.rsp: a local checkpoint folder, a
+SQLite ledger, notifications to a JSON Lines file. Production points the same
+fields at S3, PostgreSQL and Slack.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("RSP_CONFIG", "rsp.yaml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RSP_", extra="forbid")
+
+    home: Path = Field(Path(".rsp"), description="Folder for embedded-default state (ledger, checkpoints, runs).")
+    policy: str = Field("anthropic-rsp", description="A bundled framework id or a path to a policy YAML file.")
+    ledger_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/ledger.db.")
+    checkpoint_store: str | None = Field(
+        None, description="file:///path or s3://bucket/prefix; default <home>/checkpoints."
+    )
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_profile: str | None = None
+    evidence_store: str | None = Field(None, description="Folder or s3://bucket/prefix of safeguard evidence.")
+    runs_dir: Path | None = Field(None, description="Where per-evaluation folders (logs, reports) go.")
+    notify: str = Field("file", description="Comma-separated notifiers: file, console, slack.")
+    slack_channel: str | None = None
+    slack_api_url: str | None = Field(None, description="Override Slack's Web API base URL (tests, proxies).")
+    max_concurrent_evaluations: int = Field(2, ge=1, le=64)
+    claim_lease_s: float = Field(900.0, gt=0)
+    scaling_tag: str = Field("scaling", description="Prefect deployments with this tag are halted by a halt.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _config_file().is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_config_file()))
+        return tuple(sources)
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{(self.home / 'ledger.db').resolve()}"
+
+    @property
+    def resolved_checkpoint_store(self) -> str:
+        return self.checkpoint_store or (self.home / "checkpoints").resolve().as_uri()
+
+    @property
+    def resolved_runs_dir(self) -> Path:
+        return self.runs_dir or self.home / "runs"
+
+    @property
+    def resolved_evidence_store(self) -> str:
+        return self.evidence_store or str(self.home / "evidence")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
