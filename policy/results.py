@@ -127,6 +127,17 @@ class SampleTable:
         return SampleTable(self.benchmark[mask], self.version[mask], self.sample_id[mask], self.attempt[mask],
                            self.score[mask], self.error[mask])
 
+    def split_by_benchmark(self) -> dict[str, SampleTable]:
+        """One pass over the rows instead of one per benchmark (a policy may name hundreds)."""
+        if len(self) == 0:
+            return {}
+        names, inverse = np.unique(self.benchmark, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(names.shape[0] + 1))
+        return {
+            str(name): self.select(order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(names)
+        }
+
     def for_benchmark(self, benchmark_id: str) -> SampleTable:
         return self.select(self.benchmark == benchmark_id)
 

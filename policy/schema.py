@@ -59,7 +59,7 @@ class SafetyLevel(_Strict):
     id: Identifier
     name: Text
     description: Text
-    requires: tuple[Identifier, ...] = ()
+    requires: list[Identifier] = Field(default_factory=list)
 
 
 class Benchmark(_Strict):
@@ -107,17 +107,17 @@ class CapabilityThreshold(_Strict):
     name: Text
     domain: Identifier
     description: Text
-    measures: Annotated[tuple[Measure, ...], Field(min_length=1)]
+    measures: Annotated[list[Measure], Field(min_length=1)]
     # any: the rule fires if any measure fires (conservative); all: only if every measure fires.
     combine: Literal["any", "all"] = "any"
     # None only in monitored/research domains: reported, never raises the level.
     triggers_level: Identifier | None
-    additional_safeguards: tuple[Identifier, ...] = ()
+    additional_safeguards: list[Identifier] = Field(default_factory=list)
 
 
 class AttestationVerification(_Strict):
     method: Literal["attestation"]
-    roles: Annotated[tuple[Identifier, ...], Field(min_length=1)]
+    roles: Annotated[list[Identifier], Field(min_length=1)]
     max_age_days: Annotated[int, Field(ge=1, le=3650)]
 
 
@@ -136,7 +136,7 @@ class Safeguard(_Strict):
     description: Text
     verification: Annotated[AttestationVerification | AutomatedVerification, Field(discriminator="method")]
     # What must stop while this safeguard is required and not verified.
-    halts: Annotated[tuple[Activity, ...], Field(min_length=1)]
+    halts: Annotated[list[Activity], Field(min_length=1)]
 
 
 class Cadence(_Strict):
@@ -144,13 +144,13 @@ class Cadence(_Strict):
     comprehensive_max_interval_days: Annotated[int, Field(ge=1, le=3650)]
     escalate_on_early_warning: bool = True
     # Benchmarks run in a preliminary assessment; a comprehensive one runs every benchmark.
-    preliminary_benchmarks: tuple[Identifier, ...] = ()
+    preliminary_benchmarks: list[Identifier] = Field(default_factory=list)
 
 
 class Approvals(_Strict):
-    roles: Annotated[tuple[Identifier, ...], Field(min_length=1)]
+    roles: Annotated[list[Identifier], Field(min_length=1)]
     quorum: Annotated[int, Field(ge=1, le=20)]
-    must_include: tuple[Identifier, ...] = ()
+    must_include: list[Identifier] = Field(default_factory=list)
 
 
 class FailClosed(_Strict):
@@ -166,20 +166,20 @@ class FailClosed(_Strict):
 class Policy(_Strict):
     schema_version: Literal[1]
     framework: FrameworkIdentity
-    roles: Annotated[tuple[Role, ...], Field(min_length=1)]
-    domains: Annotated[tuple[Domain, ...], Field(min_length=1)]
+    roles: Annotated[list[Role], Field(min_length=1)]
+    domains: Annotated[list[Domain], Field(min_length=1)]
     # Ordered lowest first; the first level is what a model needs when no rule fires.
-    levels: Annotated[tuple[SafetyLevel, ...], Field(min_length=1)]
-    benchmarks: Annotated[tuple[Benchmark, ...], Field(min_length=1)]
-    thresholds: Annotated[tuple[CapabilityThreshold, ...], Field(min_length=1)]
-    safeguards: tuple[Safeguard, ...] = ()
+    levels: Annotated[list[SafetyLevel], Field(min_length=1)]
+    benchmarks: Annotated[list[Benchmark], Field(min_length=1)]
+    thresholds: Annotated[list[CapabilityThreshold], Field(min_length=1)]
+    safeguards: list[Safeguard] = Field(default_factory=list)
     cadence: Cadence
     approvals: Approvals
     fail_closed: FailClosed
 
     @field_validator("levels", "benchmarks", "thresholds", "safeguards", "roles", "domains")
     @classmethod
-    def _unique_ids(cls, items: tuple[BaseModel, ...]) -> tuple[BaseModel, ...]:
+    def _unique_ids(cls, items: list[BaseModel]) -> list[BaseModel]:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             ident = item.id  # type: ignore[attr-defined]

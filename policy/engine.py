@@ -1,0 +1,291 @@
+"""The policy engine: results + policy → determination. Pure, deterministic, explainable.
+
+The rules, in order, for one measure (written for '>='; '<=' mirrors them):
+1. The benchmark's results are missing, it crashed or timed out, its quality
+   check failed, a sandbagging check flagged it, its error rate is over the
+   policy's limit, or it has fewer than `min_samples` scored questions:
+   `undetermined`.
+2. The point estimate meets the threshold: `crossed`.
+3. The rule-out bound (the interval's upper bound by default; the point
+   estimate if the policy says so) meets the threshold: `undetermined` — the
+   threshold cannot be ruled out.
+4. The rule-out bound meets the early-warning value: `early_warning`.
+5. Otherwise `below`: the threshold is ruled out.
+
+A threshold fires when its status is `crossed` or `undetermined`; the required
+level is the highest level any firing gating threshold triggers, or the first
+(baseline) level. Obligations are met only when every safeguard the required
+level and the firing thresholds need has been verified `met`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from policy.determination import (
+    FIRING,
+    Anomaly,
+    Assessment,
+    BenchmarkSummary,
+    CheckpointRef,
+    Determination,
+    MeasureResult,
+    PolicyRef,
+    QualityVerdict,
+    RunFailure,
+    SafeguardCheck,
+    SafeguardRequirement,
+    ThresholdResult,
+    ThresholdStatus,
+)
+from policy.identity import policy_sha256
+from policy.results import SampleTable
+from policy.schema import CapabilityThreshold, Measure, Policy
+from policy.statistics import Summary, summarize
+
+_ORDER: dict[str, int] = {"below": 0, "early_warning": 1, "undetermined": 2, "crossed": 3}
+_ACTIVITIES = ("training", "deployment")
+
+
+def _meets(value: float, comparison: str, limit: float) -> bool:
+    if comparison == ">=":
+        return value >= limit
+    if comparison == ">":
+        return value > limit
+    if comparison == "<=":
+        return value <= limit
+    return value < limit
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def evaluate_measure(
+    policy: Policy, measure: Measure, summary: Summary | None, distrust: list[str]
+) -> MeasureResult:
+    bench = policy.benchmark(measure.benchmark)
+    min_samples = measure.min_samples or bench.min_samples
+    rules = policy.fail_closed
+    base = dict(
+        benchmark=measure.benchmark,
+        metric=measure.metric,
+        comparison=measure.comparison,
+        threshold=measure.threshold,
+        early_warning=measure.early_warning,
+        min_samples=min_samples,
+    )
+
+    def result(status: ThresholdStatus, reason: str) -> MeasureResult:
+        if summary is None:
+            return MeasureResult(**base, status=status, value=None, ci_low=None, ci_high=None, n_questions=0,
+                                 reason=reason)
+        return MeasureResult(**base, status=status, value=_opt(summary.mean), ci_low=_opt(summary.ci_low),
+                             ci_high=_opt(summary.ci_high), n_questions=summary.n_questions, reason=reason)
+
+    name = f"{measure.benchmark} ({measure.metric})"
+    if distrust:
+        return result("undetermined", f"{name}: results not trusted: {'; '.join(distrust)}")
+    if summary is None or summary.n_rows == 0:
+        return result("undetermined", f"{name}: no results")
+    if summary.error_rate > rules.max_error_rate:
+        return result("undetermined", f"{name}: error rate {summary.error_rate:.1%} exceeds the policy's "
+                                      f"limit of {rules.max_error_rate:.1%}")
+    if summary.n_questions < min_samples:
+        return result("undetermined", f"{name}: {summary.n_questions} scored questions, "
+                                      f"fewer than the {min_samples} required")
+    cmp, t, ew = measure.comparison, measure.threshold, measure.early_warning
+    upper = cmp in (">=", ">")
+    bound = summary.mean if rules.rule_out == "point_estimate" else (summary.ci_high if upper else summary.ci_low)
+    bound_name = "point estimate" if rules.rule_out == "point_estimate" else (
+        f"{summary.confidence:.0%} interval's {'upper' if upper else 'lower'} bound")
+    shown = f"{_fmt(summary.mean)} [{_fmt(summary.ci_low)}, {_fmt(summary.ci_high)}], n={summary.n_questions}"
+    if _meets(summary.mean, cmp, t):
+        return result("crossed", f"{name} = {shown} meets the threshold {cmp} {t:g}")
+    if _meets(bound, cmp, t):
+        return result("undetermined", f"{name} = {shown}: cannot rule out the threshold {cmp} {t:g} "
+                                      f"({bound_name} {_fmt(bound)} reaches it)")
+    if _meets(bound, cmp, ew):
+        return result("early_warning", f"{name} = {shown}: threshold ruled out, but the {bound_name} "
+                                       f"{_fmt(bound)} reaches the early-warning value {ew:g}")
+    return result("below", f"{name} = {shown}: threshold {cmp} {t:g} ruled out "
+                           f"({bound_name} {_fmt(bound)}), below early warning {ew:g}")
+
+
+def combine_measures(threshold: CapabilityThreshold, measures: list[MeasureResult]) -> tuple[ThresholdStatus, str]:
+    """`any` takes the most severe measure, `all` the least severe (one ruled-out measure rules it out).
+
+    Both are monotone in every score, which is what makes "a higher score never
+    lowers the level" hold.
+    """
+    statuses = [m.status for m in measures]
+    pick = max if threshold.combine == "any" else min
+    status = pick(statuses, key=_ORDER.__getitem__)
+    decisive = "; ".join(m.reason for m in measures if m.status == status)
+    if threshold.combine == "all" and len(measures) > 1:
+        decisive = f"all {len(measures)} measures must fire; decided by: {decisive}"
+    return status, decisive
+
+
+def _to_summary_model(s: Summary) -> BenchmarkSummary:
+    return BenchmarkSummary(
+        benchmark=s.benchmark, metric=s.metric, n_questions=s.n_questions, n_rows=s.n_rows, n_errors=s.n_errors,
+        error_rate=s.error_rate, max_attempts=s.max_attempts, mean=_opt(s.mean), ci_low=_opt(s.ci_low),
+        ci_high=_opt(s.ci_high), confidence=s.confidence,
+    )
+
+
+def policy_ref(policy: Policy) -> PolicyRef:
+    f = policy.framework
+    return PolicyRef(id=f.id, name=f.name, version=f.version, sha256=policy_sha256(policy))
+
+
+def required_safeguards(policy: Policy, level: str, thresholds: Iterable[ThresholdResult]) -> list[SafeguardRequirement]:
+    required_by: dict[str, list[str]] = {}
+    for sg in policy.levels[policy.level_rank(level)].requires:
+        required_by.setdefault(sg, []).append(level)
+    for t in thresholds:
+        if t.gating and t.status in FIRING:
+            for sg in policy.thresholds[[x.id for x in policy.thresholds].index(t.id)].additional_safeguards:
+                required_by.setdefault(sg, []).append(t.id)
+    out = []
+    for sg_id in sorted(required_by):
+        sg = policy.safeguard(sg_id)
+        out.append(SafeguardRequirement(id=sg.id, name=sg.name, kind=sg.kind, halts=sg.halts,
+                                        required_by=tuple(required_by[sg_id])))
+    return out
+
+
+def decide(
+    requirements: Iterable[SafeguardRequirement], checks: Mapping[str, SafeguardCheck] | None
+) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """(obligations met, activities to halt, reasons). Anything but a verified `met` is unmet."""
+    reqs = list(requirements)
+    if checks is None:
+        halts = sorted({a for r in reqs for a in r.halts}, key=_ACTIVITIES.index)
+        if not reqs:
+            return True, (), ("no safeguards are required at this level",)
+        return False, tuple(halts), (
+            "safeguard verification has not run; required safeguards count as unmet: "
+            + ", ".join(r.id for r in reqs),
+        )
+    unmet = []
+    for r in reqs:
+        c = checks.get(r.id)
+        if c is None or c.state != "met":
+            state = "missing" if c is None else c.state
+            evidence = "" if c is None else f" ({c.evidence})"
+            unmet.append((r, f"{r.id} is {state}{evidence}, required by {', '.join(r.required_by)}"))
+    if not unmet:
+        return True, (), (f"all {len(reqs)} required safeguards verified met",)
+    halts = sorted({a for r, _ in unmet for a in r.halts}, key=_ACTIVITIES.index)
+    return False, tuple(halts), tuple(msg for _, msg in unmet)
+
+
+def classify(
+    policy: Policy,
+    results: SampleTable,
+    *,
+    checkpoint: CheckpointRef | None = None,
+    assessment: Assessment | None = None,
+    assessment_reason: str | None = None,
+    benchmarks_run: Iterable[str] | None = None,
+    quality: QualityVerdict | None = None,
+    anomalies: Iterable[Anomaly] = (),
+    run_failures: Iterable[RunFailure] = (),
+    carried: Mapping[str, ThresholdResult] | None = None,
+    safeguard_checks: Mapping[str, SafeguardCheck] | None = None,
+) -> Determination:
+    """Classify one checkpoint's results against a policy.
+
+    `benchmarks_run`: the benchmarks this assessment ran (default: every benchmark
+    of the policy). A threshold none of whose benchmarks ran takes its result from
+    `carried` (the last comprehensive assessment under the same policy) when given,
+    and is `undetermined` otherwise.
+    """
+    known = {b.id for b in policy.benchmarks}
+    unknown = sorted(set(results.benchmarks()) - known)
+    if unknown:
+        from policy.errors import ResultsError
+
+        raise ResultsError(f"results name benchmarks the policy does not define: {', '.join(unknown)}")
+    ran = set(known if benchmarks_run is None else benchmarks_run)
+    quality = quality or QualityVerdict(status="not_run", summary="no data-quality gate ran")
+    anomalies = tuple(anomalies)
+    run_failures = tuple(run_failures)
+    rules = policy.fail_closed
+
+    distrust: dict[str, list[str]] = {}
+    for bid, msgs in quality.failed_benchmarks.items():
+        distrust.setdefault(bid, []).extend(f"quality check failed: {m}" for m in msgs)
+    for a in anomalies:
+        distrust.setdefault(a.benchmark, []).append(f"{a.kind.replace('_', ' ')} needs human review: {a.message}")
+    for f in run_failures:
+        distrust.setdefault(f.benchmark, []).append(f"benchmark {f.kind.replace('_', ' ')}: {f.message}")
+
+    by_bench = results.split_by_benchmark()
+    metrics_needed = sorted({(m.benchmark, m.metric) for t in policy.thresholds for m in t.measures})
+    summaries: dict[tuple[str, str], Summary] = {}
+    for bid, metric in metrics_needed:
+        if bid in by_bench:
+            summaries[(bid, metric)] = summarize(by_bench[bid], bid, metric, confidence=rules.confidence,
+                                                 resamples=rules.bootstrap_resamples, seed=rules.seed)
+
+    domains = {d.id: d for d in policy.domains}
+    thresholds: list[ThresholdResult] = []
+    for t in policy.thresholds:
+        gating = domains[t.domain].status == "tracked"
+        if carried is not None and t.id in carried and not any(m.benchmark in ran for m in t.measures):
+            prev = carried[t.id]
+            thresholds.append(prev.model_copy(update={"carried_from": prev.carried_from or "previous comprehensive"}))
+            continue
+        measures = [
+            evaluate_measure(policy, m, summaries.get((m.benchmark, m.metric)) if m.benchmark in ran else None,
+                             distrust.get(m.benchmark, []) if m.benchmark in ran else
+                             ["not run in this assessment and no comprehensive result to carry forward"])
+            for m in t.measures
+        ]
+        status, reason = combine_measures(t, measures)
+        thresholds.append(ThresholdResult(id=t.id, name=t.name, domain=t.domain, gating=gating,
+                                          triggers_level=t.triggers_level, combine=t.combine, status=status,
+                                          reason=reason, measures=tuple(measures)))
+
+    rank, level_reasons = 0, []
+    for t in thresholds:
+        if t.gating and t.status in FIRING and t.triggers_level is not None:
+            r = policy.level_rank(t.triggers_level)
+            word = "crossed" if t.status == "crossed" else "could not be ruled out"
+            level_reasons.append(f"{t.id} {word} → {t.triggers_level}")
+            rank = max(rank, r)
+    level = policy.levels[rank].id
+    if not level_reasons:
+        level_reasons.append(f"no gating threshold fired → baseline {level}")
+
+    reqs = required_safeguards(policy, level, thresholds)
+    met, halts, reasons = decide(reqs, safeguard_checks)
+    summaries_out = tuple(_to_summary_model(summaries[k]) for k in sorted(summaries))
+    return Determination(
+        policy=policy_ref(policy),
+        checkpoint=checkpoint,
+        assessment=assessment,
+        assessment_reason=assessment_reason,
+        benchmarks=summaries_out,
+        thresholds=tuple(thresholds),
+        required_level=level,
+        required_level_rank=rank,
+        level_reasons=tuple(level_reasons),
+        required_safeguards=tuple(reqs),
+        quality=quality,
+        anomalies=anomalies,
+        run_failures=run_failures,
+        safeguards=None if safeguard_checks is None else tuple(safeguard_checks[k] for k in sorted(safeguard_checks)),
+        obligations_met=met,
+        decision="proceed" if met else "halt",
+        halts=halts,
+        decision_reasons=reasons,
+    )
