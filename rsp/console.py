@@ -1,0 +1,22 @@
+"""Shared CLI helpers: one-line errors, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1  # the command ran and found something wrong (invalid policy, halt in force, loosening)
+EXIT_USAGE = 2  # bad arguments or unreadable input
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
