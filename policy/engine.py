@@ -42,7 +42,7 @@ from policy.determination import (
 from policy.identity import policy_sha256
 from policy.results import SampleTable
 from policy.schema import CapabilityThreshold, Measure, Policy
-from policy.statistics import Summary, summarize
+from policy.statistics import Summary, summarize_many
 
 _ORDER: dict[str, int] = {"below": 0, "early_warning": 1, "undetermined": 2, "crossed": 3}
 _ACTIVITIES = ("training", "deployment")
@@ -209,7 +209,8 @@ def classify(
     and is `undetermined` otherwise.
     """
     known = {b.id for b in policy.benchmarks}
-    unknown = sorted(set(results.benchmarks()) - known)
+    by_bench = results.split_by_benchmark()
+    unknown = sorted(set(by_bench) - known)
     if unknown:
         from policy.errors import ResultsError
 
@@ -228,13 +229,11 @@ def classify(
     for f in run_failures:
         distrust.setdefault(f.benchmark, []).append(f"benchmark {f.kind.replace('_', ' ')}: {f.message}")
 
-    by_bench = results.split_by_benchmark()
     metrics_needed = sorted({(m.benchmark, m.metric) for t in policy.thresholds for m in t.measures})
-    summaries: dict[tuple[str, str], Summary] = {}
-    for bid, metric in metrics_needed:
-        if bid in by_bench:
-            summaries[(bid, metric)] = summarize(by_bench[bid], bid, metric, confidence=rules.confidence,
-                                                 resamples=rules.bootstrap_resamples, seed=rules.seed)
+    summaries: dict[tuple[str, str], Summary] = summarize_many(
+        {(bid, metric): by_bench[bid] for bid, metric in metrics_needed if bid in by_bench},
+        confidence=rules.confidence, resamples=rules.bootstrap_resamples, seed=rules.seed,
+    )
 
     domains = {d.id: d for d in policy.domains}
     thresholds: list[ThresholdResult] = []

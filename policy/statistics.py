@@ -104,32 +104,59 @@ def bootstrap_means(sorted_values: np.ndarray, resamples: int, seed: int) -> np.
     return out
 
 
+def _interval(means: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0, method="inverted_cdf")
+    return lo, hi
+
+
+def summarize_many(
+    tables: dict[tuple[str, str], SampleTable], *, confidence: float, resamples: int, seed: int
+) -> dict[tuple[str, str], Summary]:
+    """Summaries for many (benchmark, metric) pairs, each table holding that benchmark's rows only.
+
+    Benchmarks with the same number of questions share one counts matrix, so
+    their bootstrap is a single matrix product rather than one resampling each.
+    The draw depends on (seed, n) only: adding or removing another benchmark
+    never moves an interval.
+    """
+    reduced = {key: question_values(t, key[1]) for key, t in tables.items()}
+    by_n: dict[int, list[tuple[str, str]]] = {}
+    for key, (values, *_rest) in reduced.items():
+        by_n.setdefault(int(values.shape[0]), []).append(key)
+    bounds: dict[tuple[str, str], tuple[float, float]] = {}
+    for n, keys in by_n.items():
+        if n == 0:
+            continue
+        matrix = np.stack([reduced[k][0] for k in keys], axis=1)  # n x m, columns sorted ascending
+        if resamples * n <= _CACHE_CELLS:
+            means = _cached_counts(n, resamples, seed) @ matrix / n
+        else:
+            means = np.column_stack([bootstrap_means(matrix[:, j], resamples, seed) for j in range(len(keys))])
+        lo, hi = _interval(means, confidence)
+        for j, k in enumerate(keys):
+            bounds[k] = (float(lo[j]), float(hi[j]))
+    out = {}
+    for key, (values, n_rows, n_errors, max_attempts) in reduced.items():
+        n = int(values.shape[0])
+        if n == 0:
+            mean = lo_ = hi_ = float("nan")
+        else:
+            mean = float(values.mean())
+            lo_, hi_ = bounds[key]
+            # Float rounding in the products must not put the point estimate outside its own interval.
+            lo_, hi_ = min(lo_, mean), max(hi_, mean)
+        out[key] = Summary(
+            benchmark=key[0], metric=key[1], n_questions=n, n_rows=n_rows, n_errors=n_errors,
+            error_rate=(n_errors / n_rows) if n_rows else 0.0, max_attempts=max_attempts,
+            mean=mean, ci_low=lo_, ci_high=hi_, confidence=confidence,
+        )
+    return out
+
+
 def summarize(
     table: SampleTable, benchmark: str, metric: str, *, confidence: float, resamples: int, seed: int
 ) -> Summary:
     """Summary of one benchmark's rows; `table` holds that benchmark's rows only."""
-    values, n_rows, n_errors, max_attempts = question_values(table, metric)
-    n = int(values.shape[0])
-    if n == 0:
-        mean = lo = hi = float("nan")
-    else:
-        mean = float(values.mean())
-        # The draw depends on (seed, n) only: adding or removing another benchmark never moves this interval.
-        means = bootstrap_means(values, resamples, seed)
-        alpha = (1.0 - confidence) / 2.0
-        lo, hi = (float(x) for x in np.quantile(means, [alpha, 1.0 - alpha], method="inverted_cdf"))
-        # Float rounding in the products must not put the point estimate outside its own interval.
-        lo, hi = min(lo, mean), max(hi, mean)
-    return Summary(
-        benchmark=benchmark,
-        metric=metric,
-        n_questions=n,
-        n_rows=n_rows,
-        n_errors=n_errors,
-        error_rate=(n_errors / n_rows) if n_rows else 0.0,
-        max_attempts=max_attempts,
-        mean=mean,
-        ci_low=lo,
-        ci_high=hi,
-        confidence=confidence,
-    )
+    return summarize_many({(benchmark, metric): table}, confidence=confidence, resamples=resamples,
+                          seed=seed)[(benchmark, metric)]

@@ -48,7 +48,7 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     if size > limit:
-        raise InputError(f"{path}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit for a {what} file")
+        raise InputError(f"{path}: {size / 2**20:.1f} MiB is over the {limit / 2**20:.0f} MiB limit for a {what} file")
     if size == 0:
         raise InputError(f"{path}: empty file")
     return path.read_bytes()
