@@ -24,14 +24,17 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from a checkout without installing
 
-from policy.engine import classify  # noqa: E402
-from policy.loading import parse_policy  # noqa: E402
-from policy.results import SampleTable  # noqa: E402
-from policy.schema import Policy  # noqa: E402
+from policy.engine import classify
+from policy.loading import parse_policy
+from policy.results import SampleTable
+from policy.schema import Policy
 
 SEED = 20251123
-ERRORS = ("sandbox timed out after 3600 s", "model API error: 503 Service Unavailable",
-          "scorer crashed: unparseable answer")
+ERRORS = (
+    "sandbox timed out after 3600 s",
+    "model API error: 503 Service Unavailable",
+    "scorer crashed: unparseable answer",
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,13 @@ EXAMPLES = (
             "re-bench-proxy": Spec(0.40, spread=6.0, continuous=True, errors=3),
             "mle-bench-proxy": Spec(0.03, spread=1.0),
         },
-        expect_status={"CBRN-3": "crossed", "CBRN-4": "below", "AI-RND-4": "early_warning",
-                       "AI-RND-5": "below", "cyber-operations": "below"},
+        expect_status={
+            "CBRN-3": "crossed",
+            "CBRN-4": "below",
+            "AI-RND-4": "early_warning",
+            "AI-RND-5": "below",
+            "cyber-operations": "below",
+        },
         expect_level="ASL-3",
     ),
     Example(
@@ -96,11 +104,18 @@ EXAMPLES = (
             "self-replication-proxy": Spec(0.08),
             "nuclear-radiological-proxy": Spec(0.40, errors=1),
         },
-        expect_status={"bio-chem-high": "early_warning", "bio-chem-critical": "below", "cyber-high": "crossed",
-                       "cyber-critical": "below", "ai-self-improvement-high": "below",
-                       "ai-self-improvement-critical": "below", "long-range-autonomy-watch": "below",
-                       "sandbagging-watch": "crossed", "autonomous-replication-watch": "below",
-                       "nuclear-radiological-watch": "below"},
+        expect_status={
+            "bio-chem-high": "early_warning",
+            "bio-chem-critical": "below",
+            "cyber-high": "crossed",
+            "cyber-critical": "below",
+            "ai-self-improvement-high": "below",
+            "ai-self-improvement-critical": "below",
+            "long-range-autonomy-watch": "below",
+            "sandbagging-watch": "crossed",
+            "autonomous-replication-watch": "below",
+            "nuclear-radiological-watch": "below",
+        },
         expect_level="high",
     ),
     Example(
@@ -121,9 +136,15 @@ EXAMPLES = (
             "stealth-proxy": Spec(0.12),
             "situational-awareness-proxy": Spec(0.33),
         },
-        expect_status={"cbrn-uplift-1": "below", "cyber-uplift-1": "crossed", "ml-rnd-acceleration-1": "early_warning",
-                       "ml-rnd-automation-1": "below", "harmful-manipulation-1": "undetermined",
-                       "instrumental-reasoning-1": "below", "instrumental-reasoning-2": "below"},
+        expect_status={
+            "cbrn-uplift-1": "below",
+            "cyber-uplift-1": "crossed",
+            "ml-rnd-acceleration-1": "early_warning",
+            "ml-rnd-automation-1": "below",
+            "harmful-manipulation-1": "undetermined",
+            "instrumental-reasoning-1": "below",
+            "instrumental-reasoning-2": "below",
+        },
         expect_level="SL-2",
     ),
 )
@@ -134,8 +155,9 @@ def load_policy(stem: str) -> Policy:
     return parse_policy(path.read_text(encoding="utf-8"), str(path))
 
 
-def benchmark_rows(rng: np.random.Generator, bench_id: str, version: str, attempts: int, n: int,
-                   spec: Spec) -> list[dict]:
+def benchmark_rows(
+    rng: np.random.Generator, bench_id: str, version: str, attempts: int, n: int, spec: Spec
+) -> list[dict]:
     # Per-question difficulty from a Beta with the requested mean, so attempts at one
     # question are correlated (as in real evals) and best-of-k sits above the mean.
     a, b = spec.rate * spec.spread, (1.0 - spec.rate) * spec.spread
@@ -149,14 +171,16 @@ def benchmark_rows(rng: np.random.Generator, bench_id: str, version: str, attemp
     for i in range(n):
         for k in range(attempts):
             err = (i * attempts + k) in failed
-            rows.append({
-                "benchmark": bench_id,
-                "version": version,
-                "sample_id": f"{bench_id}-{i:04d}",
-                "attempt": k,
-                "score": None if err else float(scores[i, k]),
-                "error": ERRORS[(i + k) % len(ERRORS)] if err else None,
-            })
+            rows.append(
+                {
+                    "benchmark": bench_id,
+                    "version": version,
+                    "sample_id": f"{bench_id}-{i:04d}",
+                    "attempt": k,
+                    "score": None if err else float(scores[i, k]),
+                    "error": ERRORS[(i + k) % len(ERRORS)] if err else None,
+                }
+            )
     return rows
 
 
@@ -168,7 +192,9 @@ def build(example: Example, policy: Policy) -> list[dict]:
     rows: list[dict] = []
     for bench in policy.benchmarks:  # policy order: stable output
         spec = example.specs[bench.id]
-        rows += benchmark_rows(rng, bench.id, bench.version, bench.attempts, bench.min_samples + spec.extra, spec)
+        rows += benchmark_rows(
+            rng, bench.id, bench.version, bench.attempts, bench.min_samples + spec.extra, spec
+        )
     return rows
 
 
@@ -179,8 +205,10 @@ def check(example: Example, policy: Policy, rows: list[dict]) -> list[str]:
     for t in det.thresholds:
         want = example.expect_status[t.id]
         mark = "ok" if t.status == want else f"WANTED {want}"
-        vals = ", ".join(f"{m.benchmark}/{m.metric} {m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}] {m.status}"
-                         for m in t.measures)
+        vals = ", ".join(
+            f"{m.benchmark}/{m.metric} {m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}] {m.status}"
+            for m in t.measures
+        )
         print(f"  {t.id:32s} {t.status:14s} {mark:20s} {vals}")
         if t.status != want:
             problems.append(f"{example.framework}: {t.id} is {t.status}, designed {want}")
