@@ -19,6 +19,11 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def decisive_measure(th):
+    """The measure whose status became the threshold's status (the one a reader should look at)."""
+    return next((m for m in th.measures if m.status == th.status), th.measures[0])
+
+
 def render_policy(p: Policy) -> None:
     from policy.identity import policy_sha256
 
@@ -75,15 +80,21 @@ def render_determination(d: Determination) -> None:
         head += f" · {d.assessment} assessment"
     c.print(head)
     t = Table(title="Thresholds")
-    for col in ("threshold", "domain", "status", "value [CI]", "limit", "why"):
+    for col in ("threshold", "domain", "status", "decided by", "value [CI]", "n", "limit (early warning)"):
         t.add_column(col, overflow="fold")
     for th in d.thresholds:
-        m = th.measures[0]
+        m = decisive_measure(th)
         val = f"{_fmt(m.value)} [{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
-        limit = f"{m.comparison} {m.threshold:g} (ew {m.early_warning:g})"
+        limit = f"{m.comparison} {m.threshold:g} ({m.early_warning:g})"
         status = th.status if th.gating else f"{th.status} (monitored)"
-        t.add_row(th.id, th.domain, f"[{_STATUS_STYLE[th.status]}]{status}[/]", val, limit, th.reason)
+        if th.carried_from:
+            status += " (carried)"
+        t.add_row(th.id, th.domain, f"[{_STATUS_STYLE[th.status]}]{status}[/]", f"{m.benchmark} ({m.metric})",
+                  val, str(m.n_questions), limit)
     c.print(t)
+    for th in d.thresholds:
+        if th.status != "below":
+            c.print(f"  {th.id}: {th.reason}")
     c.print(f"[bold]Required level: {d.required_level}[/bold] — " + "; ".join(d.level_reasons))
     if d.required_safeguards:
         c.print("Safeguards required: " + ", ".join(
