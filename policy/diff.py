@@ -94,7 +94,11 @@ def _pattern(path: Path) -> str:
 def _sort_key(path: Path) -> tuple[tuple[int, str, int], ...]:
     # Indices sort as numbers (measures[2] before measures[10]); one list never mixes ids and indices.
     return tuple(
-        (1 if seg.item else 0, seg.key if isinstance(seg.key, str) else "", seg.key if isinstance(seg.key, int) else -1)
+        (
+            1 if seg.item else 0,
+            seg.key if isinstance(seg.key, str) else "",
+            seg.key if isinstance(seg.key, int) else -1,
+        )
         for seg in path
     )
 
@@ -106,7 +110,7 @@ def _canon(value: Any) -> str:
 
 # Free-form mappings whose keys the schema does not name: shown whole, as one change.
 _OPAQUE = {"benchmarks[*].runner", "safeguards[*].verification.params"}
-# Tagged unions: when the tag differs the other fields mean different things, so the whole value is one change.
+# Tagged unions: when the tag differs the other fields mean different things, so the value is one change.
 _DISCRIMINATED = {"safeguards[*].verification": "method"}
 _MEASURES = "thresholds[*].measures"
 
@@ -146,7 +150,9 @@ class _Differ:
         else:
             self.emit(path, "changed", old, new, parents)
 
-    def walk_list(self, path: Path, old: list[Any], new: list[Any], parents: tuple[tuple[Any, Any], ...]) -> None:
+    def walk_list(
+        self, path: Path, old: list[Any], new: list[Any], parents: tuple[tuple[Any, Any], ...]
+    ) -> None:
         inner = (*parents, (old, new))
         keys = _list_keys(_pattern(path), old, new)
         if keys is None:
@@ -164,17 +170,17 @@ class _Differ:
         new_by = dict(zip(new_keys, new, strict=True))
         renamed = _pair_measures(old_by, new_by) if _pattern(path) == _MEASURES else {}
         paired_old = set(renamed.values())
-        for key in old_by:
+        for key, old_item in old_by.items():
             if key not in new_by and key not in paired_old:
-                self.emit((*path, _Seg(True, key)), "removed", old_by[key], None, inner)
-        for key in new_by:
+                self.emit((*path, _Seg(True, key)), "removed", old_item, None, inner)
+        for key, new_item in new_by.items():
             if key in old_by:
-                self.walk((*path, _Seg(True, key)), old_by[key], new_by[key], inner)
+                self.walk((*path, _Seg(True, key)), old_by[key], new_item, inner)
             elif key in renamed:
                 # A measure whose metric changed keeps its old key, so the change reads as "metric: a -> b".
-                self.walk((*path, _Seg(True, renamed[key])), old_by[renamed[key]], new_by[key], inner)
+                self.walk((*path, _Seg(True, renamed[key])), old_by[renamed[key]], new_item, inner)
             else:
-                self.emit((*path, _Seg(True, key)), "added", None, new_by[key], inner)
+                self.emit((*path, _Seg(True, key)), "added", None, new_item, inner)
         # Entries added or removed are listed above; what else differs is order (or, in id lists, repetition).
         new_as_old = [renamed.get(k, k) for k in new_keys]
         common = set(old_keys) & set(new_as_old)
@@ -182,7 +188,9 @@ class _Differ:
             scalar = all(isinstance(v, str) for v in old + new)
             self.emit(path, "changed", old if scalar else old_keys, new if scalar else new_keys, parents)
 
-    def emit(self, path: Path, kind: ChangeKind, old: Any, new: Any, parents: tuple[tuple[Any, Any], ...]) -> None:
+    def emit(
+        self, path: Path, kind: ChangeKind, old: Any, new: Any, parents: tuple[tuple[Any, Any], ...]
+    ) -> None:
         site = _Site(path, kind, old, new, parents, self.before, self.after)
         loosens, why = _RULES.get(_pattern(path), _unjudged)(site)
         self.found.append((_sort_key(path), Change(_render(path), kind, old, new, loosens, why)))
@@ -208,7 +216,7 @@ def _list_keys(pattern: str, old: list[Any], new: list[Any]) -> tuple[list[Any],
 
 
 def _pair_measures(old_by: dict[str, Any], new_by: dict[str, Any]) -> dict[str, str]:
-    """New key -> old key for a measure whose metric changed: the only unmatched one of its benchmark on each side."""
+    """New key -> old key for measures whose metric changed: a benchmark's only unmatched one per side."""
     gone: dict[str, list[str]] = {}
     came: dict[str, list[str]] = {}
     for key, measure in old_by.items():
@@ -218,7 +226,9 @@ def _pair_measures(old_by: dict[str, Any], new_by: dict[str, Any]) -> dict[str, 
         if key not in old_by:
             came.setdefault(measure["benchmark"], []).append(key)
     return {
-        came[b][0]: gone[b][0] for b in sorted(gone.keys() & came.keys()) if len(gone[b]) == 1 and len(came[b]) == 1
+        came[b][0]: gone[b][0]
+        for b in sorted(gone.keys() & came.keys())
+        if len(gone[b]) == 1 and len(came[b]) == 1
     }
 
 
@@ -269,9 +279,13 @@ def _from_to(site: _Site) -> str:
     return f"from {_fmt(site.old)} to {_fmt(site.new)}"
 
 
+def _uncomparable(noun: str, site: _Site) -> Verdict:
+    return True, f"{noun} changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
+
+
 def _unjudged(site: _Site) -> Verdict:
     # Reached only if the schema grows a field no rule knows: list it, and make a reviewer look.
-    return True, f"{_pattern(site.path)} {site.kind}; no rule judges this field, so it is treated as loosening"
+    return True, f"{_pattern(site.path)} {site.kind}: no rule judges this field, so it counts as loosening"
 
 
 def _descriptive(noun: str) -> Rule:
@@ -284,20 +298,34 @@ def _descriptive(noun: str) -> Rule:
 
 
 def _opaque(noun: str, reason: str) -> Rule:
+    """A change whose direction the data cannot tell: it counts as loosening so a reviewer looks."""
+
     def rule(site: _Site) -> Verdict:
         short = all(len(_fmt(v)) <= 80 for v in (site.old, site.new))
         values = f" {_from_to(site)}" if short else ""
-        return True, f"{noun} changed{values}: {reason}; this cannot be judged automatically, so it counts as loosening"
+        return True, f"{noun} changed{values}: {reason}; no rule can judge that, so it counts as loosening"
 
     return rule
 
 
-def _scale(noun: str, loosen_when: Literal["raised", "lowered"] | None, if_raised: str, if_lowered: str) -> Rule:
+def _transitions(noun: str, table: dict[tuple[Any, Any], Verdict]) -> Rule:
+    """A choice among a few values: each known (old, new) pair has its verdict; any other is uncomparable."""
+
+    def rule(site: _Site) -> Verdict:
+        known = table.get((site.old, site.new))
+        return known if known is not None else _uncomparable(noun, site)
+
+    return rule
+
+
+def _scale(
+    noun: str, loosen_when: Literal["raised", "lowered"] | None, if_raised: str, if_lowered: str
+) -> Rule:
     """A number whose direction decides: `loosen_when` is the permissive direction (None: neither is)."""
 
     def rule(site: _Site) -> Verdict:
         if not (_is_number(site.old) and _is_number(site.new)):
-            return True, f"{noun} changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
+            return _uncomparable(noun, site)
         moved: Literal["raised", "lowered"] = "raised" if site.new > site.old else "lowered"
         meaning = if_raised if moved == "raised" else if_lowered
         return moved == loosen_when, f"{noun} {moved} {_from_to(site)}: {meaning}"
@@ -305,7 +333,9 @@ def _scale(noun: str, loosen_when: Literal["raised", "lowered"] | None, if_raise
     return rule
 
 
-def _member(noun: str, loosen_when: Literal["added", "removed"] | None, if_added: str, if_removed: str) -> Rule:
+def _member(
+    noun: str, loosen_when: Literal["added", "removed"] | None, if_added: str, if_removed: str
+) -> Rule:
     """An entry appearing in or disappearing from a set (ids in a list, or items keyed by id)."""
 
     def rule(site: _Site) -> Verdict:
@@ -326,74 +356,56 @@ def _order(noun: str) -> Rule:
 
 
 def _levels_order(site: _Site) -> Verdict:
-    return True, (
-        f"safety levels reordered {_from_to(site)}: a level's rank decides what a crossed threshold demands, "
-        "so a reorder can lower it"
-    )
+    why = f"safety levels reordered {_from_to(site)}: a level's rank decides what a crossed threshold demands"
+    return True, f"{why}, so a reorder can lower it"
 
 
 def _domain_status(site: _Site) -> Verdict:
     if site.old == "tracked":
-        return True, f"domain status changed {_from_to(site)}: its thresholds are now reported and no longer gate scaling"
+        return True, f"domain status changed {_from_to(site)}: its thresholds no longer gate scaling"
     if site.new == "tracked":
         return False, f"domain status changed {_from_to(site)}: its thresholds now gate scaling"
-    return False, f"domain status changed {_from_to(site)}: its thresholds are reported either way and never gate"
-
-
-def _combine(site: _Site) -> Verdict:
-    if site.old == "any" and site.new == "all":
-        return True, "combine changed from any to all: the threshold now crosses only when every measure fires"
-    if site.old == "all" and site.new == "any":
-        return False, "combine changed from all to any: the threshold now crosses when any one measure fires"
-    return True, f"combine changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
+    return False, f"domain status changed {_from_to(site)}: its thresholds never gate, either way"
 
 
 def _triggers_level(site: _Site) -> Verdict:
+    change = f"triggers_level changed {_from_to(site)}"
     if site.new is None:
-        return True, (
-            f"triggers_level changed {_from_to(site)}: crossing the threshold is reported but no longer demands "
-            "any safety level"
-        )
+        return True, f"{change}: crossing the threshold is reported but no longer demands a safety level"
     if site.old is None:
-        return False, f"triggers_level changed {_from_to(site)}: crossing the threshold now demands a safety level"
+        return False, f"{change}: crossing the threshold now demands a safety level"
     # Rank in the new order is what the new policy will apply; fall back to the old order if a level left.
     for policy in (site.after, site.before):
         ranks = {lv.id: i for i, lv in enumerate(policy.levels)}
         if site.old in ranks and site.new in ranks:
             lower = ranks[site.new] < ranks[site.old]
-            return lower, (
-                f"triggers_level {'lowered' if lower else 'raised'} {_from_to(site)}: crossing the threshold now "
-                f"demands {'a lower' if lower else 'a higher'} safety level"
-            )
+            moved, level = ("lowered", "a lower") if lower else ("raised", "a higher")
+            return lower, f"triggers_level {moved} {_from_to(site)}: crossing it now demands {level} level"
     # Neither order holds both levels: compare what they demand.
     old_requires = set(site.before.levels[site.before.level_rank(site.old)].requires)
     new_requires = set(site.after.levels[site.after.level_rank(site.new)].requires)
     lost = sorted(old_requires - new_requires)
     if lost:
-        return True, f"triggers_level changed {_from_to(site)}: the new level no longer demands {', '.join(lost)}"
-    return False, f"triggers_level changed {_from_to(site)}: the new level demands at least the old one's safeguards"
+        return True, f"{change}: the new level no longer demands {', '.join(lost)}"
+    return False, f"{change}: the new level demands at least the old one's safeguards"
 
 
 def _measure_presence(site: _Site) -> Verdict:
+    # Under "any" a measure is one more way to cross; under "all", one more condition to meet.
+    # If combine changed too, either reading may apply, so the loosening one wins.
     old_t, new_t = site.up(2)
     combines = {old_t["combine"], new_t["combine"]}
     bench = (site.old if site.kind == "removed" else site.new)["benchmark"]
-    if site.kind == "removed":
-        # Under "any" a measure is one more way to cross; under "all", one more condition to meet.
-        if "any" in combines:
-            return True, f"measure on {bench} removed from a threshold that crosses when any measure fires: one fewer way to cross it"
-        return False, f"measure on {bench} removed from a threshold that crosses only when all measures fire: one fewer condition to meet"
-    if "all" in combines:
-        return True, f"measure on {bench} added to a threshold that crosses only when all measures fire: one more condition to meet"
-    return False, f"measure on {bench} added to a threshold that crosses when any measure fires: one more way to cross it"
-
-
-def _metric(site: _Site) -> Verdict:
-    if site.old == "best_of_k" and site.new == "mean":
-        return True, "metric changed from best_of_k to mean: weaker elicitation, the model is judged on its average attempt, not its best"
-    if site.old == "mean" and site.new == "best_of_k":
-        return False, "metric changed from mean to best_of_k: stronger elicitation, the model is judged on its best attempt"
-    return True, f"metric changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
+    loosening = "any" if site.kind == "removed" else "all"
+    loosens = loosening in combines
+    combine = loosening if loosens else next(iter(combines))
+    effect = {
+        ("removed", "any"): "one fewer way to cross it",
+        ("removed", "all"): "one fewer condition to meet, so it crosses more easily",
+        ("added", "any"): "one more way to cross it",
+        ("added", "all"): "one more condition to meet before it crosses",
+    }[(site.kind, combine)]
+    return loosens, f"measure on {bench} {site.kind} under combine '{combine}': {effect}"
 
 
 def _upward(comparison: Any) -> bool:
@@ -407,7 +419,10 @@ def _comparison(site: _Site) -> Verdict:
             "so it counts as loosening"
         )
     if site.old in (">=", "<=") and site.new in (">", "<"):
-        return True, f"comparison changed {_from_to(site)}: a score exactly at the threshold no longer crosses it"
+        return (
+            True,
+            f"comparison changed {_from_to(site)}: a score exactly at the threshold no longer crosses it",
+        )
     return False, f"comparison changed {_from_to(site)}: a score exactly at the threshold now crosses it"
 
 
@@ -418,9 +433,9 @@ def _cutoff(noun: str, fires: str) -> Rule:
         old_m, new_m = site.up(1)
         moved = "raised" if site.new > site.old else "lowered"
         if _upward(old_m["comparison"]) != _upward(new_m["comparison"]):
-            return True, (
-                f"{noun} {moved} {_from_to(site)} while the comparison was reversed: the two cannot be compared, "
-                "so it counts as loosening"
+            return (
+                True,
+                f"{noun} {moved} {_from_to(site)} with the comparison reversed, so it counts as loosening",
             )
         up = _upward(new_m["comparison"])
         permissive = (moved == "raised") == up
@@ -442,50 +457,90 @@ def _measure_min_samples(site: _Site) -> Verdict:
     def says(value: Any, eff: int) -> str:
         return str(value) if value is not None else f"unset (benchmark default {eff})"
 
-    change = f"from {says(site.old, old_eff)} to {says(site.new, new_eff)}"
+    change = f"min_samples changed from {says(site.old, old_eff)} to {says(site.new, new_eff)}"
     if new_eff < old_eff:
-        return True, f"min_samples changed {change}: less evidence is needed before a result counts"
+        return True, f"{change}: less evidence is needed before a result counts"
     if new_eff > old_eff:
-        return False, f"min_samples changed {change}: more evidence is needed before a result counts"
-    return False, f"min_samples changed {change}: the effective minimum stays {new_eff}"
+        return False, f"{change}: more evidence is needed before a result counts"
+    return False, f"{change}: the effective minimum stays {new_eff}"
 
 
 def _verification(site: _Site) -> Verdict:
     old, new = site.old, site.new
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        return True, f"verification changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
-    older = _is_number(old.get("max_age_days")) and _is_number(new.get("max_age_days")) and (
-        new["max_age_days"] > old["max_age_days"]
-    )
-    age = f"; evidence may now be {new['max_age_days']} days old instead of {old['max_age_days']}" if older else ""
-    if old.get("method") == "automated" and new.get("method") == "attestation":
-        return True, f"verification changed from an automated check to a human attestation: weaker evidence{age}"
-    if old.get("method") == "attestation" and new.get("method") == "automated":
-        return older, f"verification changed from a human attestation to the automated check {new.get('check')}{age}"
-    return True, f"verification changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
+        return _uncomparable("verification", site)
+    # The whole value is one change, so an older evidence age hidden inside a method change is judged here.
+    old_age: Any = old.get("max_age_days")
+    new_age: Any = new.get("max_age_days")
+    older = _is_number(old_age) and _is_number(new_age) and new_age > old_age
+    age = f"; evidence may now be {new_age} days old instead of {old_age}" if older else ""
+    methods = (old.get("method"), new.get("method"))
+    if methods == ("automated", "attestation"):
+        return (
+            True,
+            f"verification changed from an automated check to a human attestation: weaker evidence{age}",
+        )
+    if methods == ("attestation", "automated"):
+        return (
+            older,
+            f"verification changed from a human attestation to the automated check {new.get('check')}{age}",
+        )
+    return _uncomparable("verification", site)
 
 
-def _escalate(site: _Site) -> Verdict:
-    if site.old is True and site.new is False:
-        return True, "escalate_on_early_warning turned off: an early-warning result no longer triggers a comprehensive assessment"
-    if site.old is False and site.new is True:
-        return False, "escalate_on_early_warning turned on: an early-warning result now triggers a comprehensive assessment"
-    return True, f"escalate_on_early_warning changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
-
-
-def _rule_out(site: _Site) -> Verdict:
-    if site.old == "upper_bound" and site.new == "point_estimate":
-        return True, "rule_out changed from upper_bound to point_estimate: a threshold is ruled out on the point estimate, ignoring its uncertainty"
-    if site.old == "point_estimate" and site.new == "upper_bound":
-        return False, "rule_out changed from point_estimate to upper_bound: ruling a threshold out now needs the whole interval below it"
-    return True, f"rule_out changed {_from_to(site)}, which cannot be compared, so it counts as loosening"
-
-
-def _fail_closed_switch(site: _Site) -> Verdict:
-    loosens = site.new is not True
-    return loosens, f"undetermined_counts_as_crossed changed {_from_to(site)}: " + (
-        "an undetermined threshold might no longer count as crossed" if loosens else "undetermined counts as crossed"
-    )
+_combine = _transitions(
+    "combine",
+    {
+        ("any", "all"): (
+            True,
+            "combine changed from any to all: the threshold now crosses only when every measure fires",
+        ),
+        ("all", "any"): (
+            False,
+            "combine changed from all to any: the threshold now crosses when any one measure fires",
+        ),
+    },
+)
+_metric = _transitions(
+    "metric",
+    {
+        ("best_of_k", "mean"): (True, "metric changed from best_of_k to mean: weaker elicitation"),
+        ("mean", "best_of_k"): (False, "metric changed from mean to best_of_k: stronger elicitation"),
+    },
+)
+_escalate = _transitions(
+    "escalate_on_early_warning",
+    {
+        (True, False): (True, "escalation turned off: an early warning no longer brings a full assessment"),
+        (False, True): (False, "escalation turned on: an early warning now brings a full assessment"),
+    },
+)
+_RULE_OUT_POINT = (
+    "rule_out changed from upper_bound to point_estimate: a threshold is ruled out on the point estimate "
+    "alone, however wide its interval"
+)
+_RULE_OUT_BOUND = (
+    "rule_out changed from point_estimate to upper_bound: ruling a threshold out needs the whole interval "
+    "below it"
+)
+_rule_out = _transitions(
+    "rule_out",
+    {
+        ("upper_bound", "point_estimate"): (True, _RULE_OUT_POINT),
+        ("point_estimate", "upper_bound"): (False, _RULE_OUT_BOUND),
+    },
+)
+# The schema pins this to true; should that ever change, turning it off is the loosening it would be.
+_fail_closed_switch = _transitions(
+    "undetermined_counts_as_crossed",
+    {
+        (True, False): (
+            True,
+            "fail-closed turned off: an undetermined threshold no longer counts as crossed",
+        ),
+        (False, True): (False, "fail-closed turned on: an undetermined threshold counts as crossed"),
+    },
+)
 
 
 _RULES: dict[str, Rule] = {
@@ -496,47 +551,80 @@ _RULES: dict[str, Rule] = {
     "framework.source": _descriptive("framework source"),
     "framework.effective_date": _descriptive("effective date"),
     "framework.operationalisation": _descriptive("operationalisation note"),
-    # Roles and domains only name things; who may approve or attest, and what gates, is judged where they are used.
+    # Roles and domains only name things; who may approve or attest, and what gates, is judged where used.
     "roles": _order("roles"),
-    "roles[*]": _member("role", None, "it gains powers only where approvals or attestations name it",
-                        "where it was used, that use is listed separately"),
+    "roles[*]": _member(
+        "role",
+        None,
+        "it gains powers only where approvals or attestations name it",
+        "where it was used, that use is listed separately",
+    ),
     "roles[*].id": _descriptive("role id"),
     "roles[*].name": _descriptive("role name"),
     "domains": _order("domains"),
-    "domains[*]": _member("domain", None, "it gates only through thresholds that name it",
-                          "its thresholds and benchmarks are listed separately"),
+    "domains[*]": _member(
+        "domain",
+        None,
+        "it gates only through thresholds that name it",
+        "its thresholds and benchmarks are listed separately",
+    ),
     "domains[*].id": _descriptive("domain id"),
     "domains[*].name": _descriptive("domain name"),
     "domains[*].status": _domain_status,
     "levels": _levels_order,
-    "levels[*]": _member("safety level", "removed", "it binds only when a threshold triggers it",
-                         "no rule can demand it any more"),
+    "levels[*]": _member(
+        "safety level",
+        "removed",
+        "it binds only when a threshold triggers it",
+        "no rule can demand it any more",
+    ),
     "levels[*].id": _descriptive("level id"),
     "levels[*].name": _descriptive("level name"),
     "levels[*].description": _descriptive("level description"),
     "levels[*].requires": _order("the level's required safeguards"),
-    "levels[*].requires[*]": _member("required safeguard", "removed", "the level now demands it",
-                                     "the level no longer demands it"),
+    "levels[*].requires[*]": _member(
+        "required safeguard", "removed", "the level now demands it", "the level no longer demands it"
+    ),
     "benchmarks": _order("benchmarks"),
-    "benchmarks[*]": _member("benchmark", "removed", "it adds evidence", "its evidence is no longer gathered"),
+    "benchmarks[*]": _member(
+        "benchmark", "removed", "it adds evidence", "its evidence is no longer gathered"
+    ),
     "benchmarks[*].id": _descriptive("benchmark id"),
     "benchmarks[*].name": _descriptive("benchmark name"),
     "benchmarks[*].description": _descriptive("benchmark description"),
     "benchmarks[*].proxy_for": _descriptive("benchmark proxy_for"),
     "benchmarks[*].domain": _descriptive("benchmark domain"),
-    "benchmarks[*].version": _opaque("benchmark version", "thresholds set on the old version may not carry over"),
-    "benchmarks[*].attempts": _scale("attempts", "lowered", "best-of-k elicitation gets more tries per sample",
-                                     "best-of-k elicitation gets fewer tries per sample"),
-    "benchmarks[*].min_samples": _scale("min_samples", "lowered", "more evidence is needed before a result counts",
-                                        "less evidence is needed before a result counts"),
+    "benchmarks[*].version": _opaque(
+        "benchmark version", "thresholds set on the old version may not carry over"
+    ),
+    "benchmarks[*].attempts": _scale(
+        "attempts",
+        "lowered",
+        "best-of-k elicitation gets more tries per sample",
+        "best-of-k elicitation gets fewer tries per sample",
+    ),
+    "benchmarks[*].min_samples": _scale(
+        "min_samples",
+        "lowered",
+        "more evidence is needed before a result counts",
+        "less evidence is needed before a result counts",
+    ),
     "benchmarks[*].chance_score": _opaque("chance_score", "it changes how scores are read against chance"),
     # A timeout makes a result undetermined, which counts as crossed: neither direction lets a model through.
-    "benchmarks[*].timeout_s": _scale("timeout_s", None, "fewer runs time out",
-                                      "more runs may time out, and a timed-out run counts as crossed"),
+    "benchmarks[*].timeout_s": _scale(
+        "timeout_s",
+        None,
+        "fewer runs time out",
+        "more runs may time out, and a timed-out run counts as crossed",
+    ),
     "benchmarks[*].runner": _opaque("runner", "how the benchmark runs changed"),
     "thresholds": _order("thresholds"),
-    "thresholds[*]": _member("capability threshold", "removed", "one more rule can raise the required level",
-                             "the capability is no longer checked"),
+    "thresholds[*]": _member(
+        "capability threshold",
+        "removed",
+        "one more rule can raise the required level",
+        "the capability is no longer checked",
+    ),
     "thresholds[*].id": _descriptive("threshold id"),
     "thresholds[*].name": _descriptive("threshold name"),
     "thresholds[*].description": _descriptive("threshold description"),
@@ -545,67 +633,119 @@ _RULES: dict[str, Rule] = {
     "thresholds[*].combine": _combine,
     "thresholds[*].triggers_level": _triggers_level,
     "thresholds[*].additional_safeguards": _order("additional safeguards"),
-    "thresholds[*].additional_safeguards[*]": _member("additional safeguard", "removed",
-                                                      "crossing the threshold now also demands it",
-                                                      "crossing the threshold no longer demands it"),
+    "thresholds[*].additional_safeguards[*]": _member(
+        "additional safeguard",
+        "removed",
+        "crossing the threshold now also demands it",
+        "crossing the threshold no longer demands it",
+    ),
     "thresholds[*].measures": _order("measures"),
     "thresholds[*].measures[*]": _measure_presence,
-    "thresholds[*].measures[*].benchmark": _opaque("measured benchmark", "the rule now reads a different benchmark"),
+    "thresholds[*].measures[*].benchmark": _opaque(
+        "measured benchmark", "the rule now reads a different benchmark"
+    ),
     "thresholds[*].measures[*].metric": _metric,
     "thresholds[*].measures[*].comparison": _comparison,
     "thresholds[*].measures[*].threshold": _cutoff("threshold", "the threshold counts as crossed"),
     "thresholds[*].measures[*].early_warning": _cutoff("early_warning", "the early warning fires"),
     "thresholds[*].measures[*].min_samples": _measure_min_samples,
     "safeguards": _order("safeguards"),
-    "safeguards[*]": _member("safeguard", "removed", "it binds only where a level or threshold requires it",
-                             "nothing can demand it any more"),
+    "safeguards[*]": _member(
+        "safeguard",
+        "removed",
+        "it binds only where a level or threshold requires it",
+        "nothing can demand it any more",
+    ),
     "safeguards[*].id": _descriptive("safeguard id"),
     "safeguards[*].name": _descriptive("safeguard name"),
     "safeguards[*].kind": _descriptive("safeguard kind"),
     "safeguards[*].standard": _descriptive("safeguard standard"),
     "safeguards[*].description": _descriptive("safeguard description"),
     "safeguards[*].verification": _verification,
-    "safeguards[*].verification.method": _verification,  # a method change is reported on verification as a whole
+    # A method change is reported on verification as a whole; listed so every schema field has a rule.
+    "safeguards[*].verification.method": _verification,
     "safeguards[*].verification.roles": _order("attesting roles"),
-    "safeguards[*].verification.roles[*]": _member("attesting role", "added",
-                                                   "one more role can vouch for the safeguard",
-                                                   "one fewer role can vouch for the safeguard"),
-    "safeguards[*].verification.max_age_days": _scale("max_age_days", "raised", "older evidence now counts as verified",
-                                                      "evidence must be fresher to count"),
-    "safeguards[*].verification.check": _opaque("automated check", "a different check now verifies the safeguard"),
-    "safeguards[*].verification.params": _opaque("check parameters", "the check now runs with other settings"),
+    "safeguards[*].verification.roles[*]": _member(
+        "attesting role",
+        "added",
+        "one more role can vouch for the safeguard",
+        "one fewer role can vouch for the safeguard",
+    ),
+    "safeguards[*].verification.max_age_days": _scale(
+        "max_age_days", "raised", "older evidence now counts as verified", "evidence must be fresher to count"
+    ),
+    "safeguards[*].verification.check": _opaque(
+        "automated check", "a different check now verifies the safeguard"
+    ),
+    "safeguards[*].verification.params": _opaque(
+        "check parameters", "the check now runs with other settings"
+    ),
     "safeguards[*].halts": _order("halted activities"),
-    "safeguards[*].halts[*]": _member("halted activity", "removed",
-                                      "the safeguard, required and unverified, now also stops it",
-                                      "the safeguard, required and unverified, no longer stops it"),
+    "safeguards[*].halts[*]": _member(
+        "halted activity",
+        "removed",
+        "the safeguard, required and unverified, now also stops it",
+        "the safeguard, required and unverified, no longer stops it",
+    ),
     "cadence.comprehensive_compute_factor": _scale(
-        "comprehensive_compute_factor", "raised",
+        "comprehensive_compute_factor",
+        "raised",
         "effective compute must grow further before a comprehensive assessment",
-        "a comprehensive assessment comes after less compute growth"),
+        "a comprehensive assessment comes after less compute growth",
+    ),
     "cadence.comprehensive_max_interval_days": _scale(
-        "comprehensive_max_interval_days", "raised", "comprehensive assessments may be further apart",
-        "comprehensive assessments must be closer together"),
+        "comprehensive_max_interval_days",
+        "raised",
+        "comprehensive assessments may be further apart",
+        "comprehensive assessments must be closer together",
+    ),
     "cadence.escalate_on_early_warning": _escalate,
     "cadence.preliminary_benchmarks": _order("preliminary benchmarks"),
-    "cadence.preliminary_benchmarks[*]": _member("preliminary benchmark", "removed",
-                                                 "preliminary assessments now run it",
-                                                 "preliminary assessments no longer run it"),
+    "cadence.preliminary_benchmarks[*]": _member(
+        "preliminary benchmark",
+        "removed",
+        "preliminary assessments now run it",
+        "preliminary assessments no longer run it",
+    ),
     "approvals.roles": _order("approver roles"),
-    "approvals.roles[*]": _member("approver role", "added", "one more role can approve lifting a halt",
-                                  "one fewer role can approve lifting a halt"),
-    "approvals.quorum": _scale("quorum", "lowered", "more approvals are needed to lift a halt",
-                               "fewer approvals are needed to lift a halt"),
+    "approvals.roles[*]": _member(
+        "approver role",
+        "added",
+        "one more role can approve lifting a halt",
+        "one fewer role can approve lifting a halt",
+    ),
+    "approvals.quorum": _scale(
+        "quorum",
+        "lowered",
+        "more approvals are needed to lift a halt",
+        "fewer approvals are needed to lift a halt",
+    ),
     "approvals.must_include": _order("mandatory approver roles"),
-    "approvals.must_include[*]": _member("mandatory approver role", "removed",
-                                         "lifting a halt now needs its approval",
-                                         "lifting a halt no longer needs its approval"),
+    "approvals.must_include[*]": _member(
+        "mandatory approver role",
+        "removed",
+        "lifting a halt now needs its approval",
+        "lifting a halt no longer needs its approval",
+    ),
     "fail_closed.undetermined_counts_as_crossed": _fail_closed_switch,
     "fail_closed.rule_out": _rule_out,
-    "fail_closed.confidence": _scale("confidence", "lowered", "intervals are wider, so ruling a threshold out needs more",
-                                     "intervals are narrower, so a threshold is ruled out on less evidence"),
-    "fail_closed.bootstrap_resamples": _scale("bootstrap_resamples", "lowered", "interval bounds are more precise",
-                                              "interval bounds are noisier, and noise can fall on the permissive side"),
-    "fail_closed.max_error_rate": _scale("max_error_rate", "raised", "more failed samples are tolerated before a run is undetermined",
-                                         "fewer failed samples are tolerated before a run is undetermined"),
+    "fail_closed.confidence": _scale(
+        "confidence",
+        "lowered",
+        "intervals are wider, so ruling a threshold out needs more",
+        "intervals are narrower, so a threshold is ruled out on less evidence",
+    ),
+    "fail_closed.bootstrap_resamples": _scale(
+        "bootstrap_resamples",
+        "lowered",
+        "interval bounds are more precise",
+        "interval bounds are noisier, and noise can fall on the permissive side",
+    ),
+    "fail_closed.max_error_rate": _scale(
+        "max_error_rate",
+        "raised",
+        "more failed samples are tolerated before a run is undetermined",
+        "fewer failed samples are tolerated before a run is undetermined",
+    ),
     "fail_closed.seed": _opaque("bootstrap seed", "a seed can be chosen to land a favourable resample"),
 }

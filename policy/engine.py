@@ -187,6 +187,28 @@ def decide(
     return False, tuple(halts), tuple(msg for _, msg in unmet)
 
 
+def apply_safeguard_checks(det: Determination, checks: Mapping[str, SafeguardCheck]) -> Determination:
+    """The same determination with verified safeguards and the decision they imply."""
+    met, halts, reasons = decide(det.required_safeguards, checks)
+    return det.model_copy(update={
+        "safeguards": tuple(checks[k] for k in sorted(checks)),
+        "obligations_met": met,
+        "decision": "proceed" if met else "halt",
+        "halts": halts,
+        "decision_reasons": reasons,
+    })
+
+
+def fail_closed_determination(
+    policy: Policy, reason: str, *, checkpoint: CheckpointRef | None = None, assessment: Assessment | None = None
+) -> Determination:
+    """What a stage that raised leaves behind: every benchmark failed, so every threshold is
+    undetermined, the highest triggered level is required and nothing is verified — a halt."""
+    failures = [RunFailure(benchmark=b.id, kind="not_run", message=reason) for b in policy.benchmarks]
+    return classify(policy, SampleTable.empty(), checkpoint=checkpoint, assessment=assessment,
+                    assessment_reason=reason, run_failures=failures)
+
+
 def classify(
     policy: Policy,
     results: SampleTable,
