@@ -748,4 +748,18 @@ _RULES: dict[str, Rule] = {
         "fewer failed samples are tolerated before a run is undetermined",
     ),
     "fail_closed.seed": _opaque("bootstrap seed", "a seed can be chosen to land a favourable resample"),
+    "anomaly_checks.score_drop_tolerance": _scale(
+        "score_drop_tolerance",
+        "raised",
+        "a larger score drop passes without being flagged as possible sandbagging",
+        "a smaller score drop is flagged as possible sandbagging",
+    ),
+    # The margin widens the at-chance band but also raises the bar an earlier score must clear: no direction.
+    "anomaly_checks.chance_margin": _opaque("chance_margin", "it moves both edges of the collapse check"),
+    "anomaly_checks.elicitation_gap_bound": _scale(
+        "elicitation_gap_bound",
+        "raised",
+        "a wider best-of-k vs mean gap passes without being flagged",
+        "a narrower best-of-k vs mean gap is flagged",
+    ),
 }

@@ -416,6 +416,20 @@ LOOSENING: list[tuple[str, list[Edit], str, str, str | None]] = [
         None,
     ),
     (
+        "sandbagging drop tolerance raised",
+        [setter("anomaly_checks", "score_drop_tolerance", value=0.2)],
+        "anomaly_checks.score_drop_tolerance",
+        "changed",
+        None,
+    ),
+    (
+        "elicitation gap bound raised",
+        [setter("anomaly_checks", "elicitation_gap_bound", value=0.6)],
+        "anomaly_checks.elicitation_gap_bound",
+        "changed",
+        None,
+    ),
+    (
         "benchmark attempts lowered",
         [lambda d: by_id(d["benchmarks"], "bio-qa").__setitem__("attempts", 2)],
         "benchmarks[bio-qa].attempts",
