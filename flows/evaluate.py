@@ -1,0 +1,247 @@
+"""evaluate(checkpoint, policy): cadence → benchmarks → data quality → sandbagging checks →
+classify → verify safeguards → record → halt when obligations are unmet.
+
+Every path ends in a determination in the ledger. A stage that raises leaves a
+fail-closed determination (every threshold undetermined → the highest level →
+halt), never a silent pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from policy.cadence import LastComprehensive, assessment_depth, escalates
+from policy.determination import CheckpointRef, Determination, QualityVerdict, RunFailure, ThresholdResult
+from policy.engine import apply_safeguard_checks, classify, fail_closed_determination
+from policy.results import SampleTable
+from policy.sandbagging import PastScore, detect_anomalies
+from policy.schema import Policy
+from policy.statistics import question_values
+
+
+def _owner() -> str:
+    from prefect.runtime import flow_run
+
+    return f"{socket.gethostname()}:{os.getpid()}:{flow_run.id or 'local'}"
+
+
+def _quality_verdict(report: Any) -> QualityVerdict:
+    failed = {k: list(v) for k, v in (report.failed_benchmarks or {}).items()}
+    n_failed = sum(1 for c in report.checks if not c.passed)
+    summary = f"{len(report.checks) - n_failed}/{len(report.checks)} checks passed"
+    if getattr(report, "docs_path", None):
+        summary += f"; Data Docs: {report.docs_path}"
+    return QualityVerdict(status="passed" if report.passed else "failed", failed_benchmarks=failed, summary=summary)
+
+
+def _current_scores(policy: Policy, table: SampleTable) -> tuple[dict[str, float], dict[str, float]]:
+    means, best = {}, {}
+    for bid, rows in table.split_by_benchmark().items():
+        values, *_ = question_values(rows, "mean")
+        if values.size:
+            means[bid] = float(values.mean())
+        if policy.benchmark(bid).attempts > 1:
+            bvalues, *_ = question_values(rows, "best_of_k")
+            if bvalues.size:
+                best[bid] = float(bvalues.mean())
+    return means, best
+
+
+def _history(ledger: Any, run_id: str, step: int) -> dict[str, list[PastScore]]:
+    """Earlier checkpoints' mean scores, from the determinations the ledger holds."""
+    out: dict[str, list[PastScore]] = {}
+    for payload in ledger.determinations(run_id):
+        ck = payload.get("checkpoint") or {}
+        if ck.get("step") is None or ck["step"] >= step:
+            continue
+        for s in payload.get("scores", {}).get("mean", {}).items():
+            out.setdefault(s[0], []).append(PastScore(step=ck["step"], effective_compute=ck["effective_compute"],
+                                                      mean=s[1]))
+    return out
+
+
+def _assess(policy: Policy, info: Any, ref: CheckpointRef, ledger: Any, folder: Path, *, force: bool,
+            task_runner: str, limit: int | None, now: dt.datetime) -> tuple[Determination, SampleTable, dict]:
+    from flows.benchmarks import make_task_runner, run_benchmarks
+    from tasks.evaluation import quality_task
+    from tasks.run_folder import write_results
+
+    logger = get_run_logger()
+    last_event = ledger.last_comprehensive_event(ref.run_id, before_step=ref.step)
+    last = None
+    carried: dict[str, ThresholdResult] | None = None
+    if last_event is not None:
+        ck = last_event.payload.get("checkpoint") or {}
+        last = LastComprehensive(effective_compute=float(ck.get("effective_compute") or 0.0),
+                                 assessed_at=dt.datetime.fromisoformat(last_event.ts), step=ck.get("step"))
+        if last_event.payload.get("policy", {}).get("sha256") == _sha(policy):
+            carried = {t["id"]: ThresholdResult.model_validate(t) for t in last_event.payload.get("thresholds", [])}
+    cadence = assessment_depth(policy.cadence, ref.effective_compute, now, last)
+    logger.info("assessment: %s (%s)", cadence.assessment, cadence.reason)
+    all_ids = [b.id for b in policy.benchmarks]
+    first_ids = all_ids if cadence.assessment == "comprehensive" else (
+        list(policy.cadence.preliminary_benchmarks) or all_ids)
+    runner = run_benchmarks.with_options(task_runner=make_task_runner(task_runner))
+
+    def run(ids: list[str]) -> tuple[SampleTable, list[RunFailure]]:
+        return runner(info, [policy.benchmark(i) for i in ids], str(folder), force, limit)
+
+    table, failures = run(first_ids)
+    assessment, reason, ran = cadence.assessment, cadence.reason, list(first_ids)
+    det = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried, quality_task)
+    if assessment == "preliminary":
+        fresh = [t.status for t in det.thresholds if t.carried_from is None and t.gating]
+        if escalates(policy.cadence, fresh):
+            rest = [i for i in all_ids if i not in ran]
+            logger.info("preliminary result in the early-warning zone: escalating to comprehensive (%d more)",
+                        len(rest))
+            more, more_failures = run(rest)
+            table, failures = table.concat(more), failures + more_failures
+            ran = all_ids
+            assessment = "comprehensive"
+            reason = f"escalated from preliminary ({cadence.reason}): a threshold reached early warning or worse"
+            det = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, None,
+                            quality_task)
+    write_results(folder, table)
+    means, best = _current_scores(policy, table)
+    return det, table, {"mean": means, "best_of_k": best}
+
+
+def _sha(policy: Policy) -> str:
+    from policy.identity import policy_sha256
+
+    return policy_sha256(policy)
+
+
+def _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried, quality_task):
+    quality = _quality_verdict(quality_task(table, policy, ran, str(folder / "quality")))
+    means, best = _current_scores(policy, table)
+    anomalies = detect_anomalies(policy, ref.effective_compute, means, _history(ledger, ref.run_id, ref.step),
+                                 best)
+    return classify(policy, table, checkpoint=ref, assessment=assessment, assessment_reason=reason,
+                    benchmarks_run=ran, quality=quality, anomalies=anomalies, run_failures=failures,
+                    carried=carried)
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(
+    checkpoint_uri: str,
+    policy: str = "anthropic-rsp",
+    force: bool = False,
+    task_runner: str = "threads",
+    limit: int | None = None,
+    claim_owner: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate one checkpoint against a policy and record the determination.
+
+    checkpoint_uri: the checkpoint folder (file:///…/run/step-…/ or s3://bucket/…/run/step-…/).
+    policy: a bundled framework id (anthropic-rsp, openai-preparedness, gdm-fsf) or a policy file path.
+    force: re-evaluate even if this checkpoint was evaluated before, recomputing every benchmark.
+    task_runner: threads (default), threads:N, dask, or dask://scheduler:8786.
+    limit: run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
+    claim_owner: set by the watch flow, which has already claimed the checkpoint.
+    """
+    from rsp.settings import get_settings
+    from tasks.checkpoint_uri import checkpoint_info, load_checkpoint
+    from tasks.inputs import read_policy
+    from tasks.ledger import Ledger
+    from tasks.manifest import ManifestRejected
+    from tasks.run_folder import run_folder, write_json
+
+    logger = get_run_logger()
+    settings = get_settings()
+    ledger = Ledger(settings.resolved_ledger_url)
+    try:
+        _store, ckpt = load_checkpoint(checkpoint_uri)
+    except (ManifestRejected, ValueError) as exc:
+        ledger.append("checkpoint.rejected", checkpoint_uri, {"uri": checkpoint_uri, "reason": str(exc)})
+        logger.error("checkpoint rejected: %s", exc)
+        return {"status": "rejected", "checkpoint": checkpoint_uri, "reason": str(exc)}
+
+    key = ckpt.uri
+    owner = claim_owner
+    if owner is None and not force:
+        if ledger.is_done(key):
+            logger.info("%s was already evaluated; pass force=True to re-evaluate", key)
+            prev = ledger.previous_determination(ckpt.run_id, before_step=ckpt.step + 1) or {}
+            return {"status": "already_evaluated", "checkpoint": key, "decision": prev.get("decision"),
+                    "required_level": prev.get("required_level")}
+        owner = _owner()
+        if not ledger.claim(key, owner, settings.claim_lease_s):
+            logger.info("%s is being evaluated elsewhere", key)
+            return {"status": "claimed_elsewhere", "checkpoint": key}
+
+    ref = CheckpointRef(run_id=ckpt.run_id, step=ckpt.step, effective_compute=ckpt.effective_compute,
+                        uri=ckpt.uri, digest=ckpt.digest)
+    folder = run_folder(settings.resolved_runs_dir, ckpt.run_id, ckpt.step)
+    now = dt.datetime.now(dt.timezone.utc)
+    scores: dict[str, Any] = {}
+    stage_error = None
+    pol: Policy | None = None
+    try:
+        pol = read_policy(policy)
+        info = checkpoint_info(ckpt)
+        det, _table, scores = _assess(pol, info, ref, ledger, folder, force=force, task_runner=task_runner,
+                                      limit=limit, now=now)
+        from tasks.evaluation import verify_safeguards_task
+
+        det = apply_safeguard_checks(det, verify_safeguards_task(pol, list(det.required_safeguards), ckpt.uri))
+    except Exception as exc:  # fail closed: the checkpoint is recorded as a halt, with the reason
+        stage_error = f"{type(exc).__name__}: {exc}"
+        logger.error("evaluation failed, recording a fail-closed determination: %s", stage_error)
+        if pol is None:
+            ledger.append("evaluation.failed", key, {"checkpoint": ref.model_dump(mode="json"),
+                                                     "error": stage_error, "policy": policy})
+            _enforce_unreadable_policy(ledger, key, stage_error)
+            if owner and claim_owner is None:
+                ledger.fail(key, owner, stage_error)
+            raise
+        det = fail_closed_determination(pol, f"evaluation failed: {stage_error}", checkpoint=ref)
+
+    payload = det.model_dump(mode="json") | {"scores": scores, "stage_error": stage_error, "forced": force,
+                                             "policy_ref": policy}
+    event = ledger.append("determination.recorded", key, payload)
+    write_json(folder / "determination.json", payload | {"ledger_seq": event.seq, "ledger_hash": event.hash})
+    logger.info("determination recorded at ledger seq %d: level %s, decision %s", event.seq, det.required_level,
+                det.decision)
+    halt = None
+    if det.decision == "halt":
+        halt = _enforce(ledger, det, event, pol)
+    from tasks.report import publish_report
+
+    publish_report(det, folder, ledger_seq=event.seq)
+    if owner and claim_owner is None:
+        ledger.complete(key, owner, {"decision": det.decision, "required_level": det.required_level,
+                                     "determination_seq": event.seq})
+    return {
+        "status": "evaluated" if stage_error is None else "failed_closed",
+        "checkpoint": key,
+        "run_id": ref.run_id,
+        "step": ref.step,
+        "assessment": det.assessment,
+        "required_level": det.required_level,
+        "decision": det.decision,
+        "halts": list(det.halts),
+        "determination_seq": event.seq,
+        "halt": halt,
+        "error": stage_error,
+    }
+
+
+def _enforce(ledger: Any, det: Determination, event: Any, policy: Policy) -> dict[str, Any] | None:
+    """Open (idempotently) and apply the halt this determination calls for."""
+    from tasks.enforcement import halt_for_determination
+
+    return halt_for_determination(ledger, det, event, policy)
+
+
+def _enforce_unreadable_policy(ledger: Any, key: str, error: str) -> None:
+    from tasks.enforcement import halt_for_error
+
+    halt_for_error(ledger, cause=f"policy unreadable while evaluating {key}", detail=error)

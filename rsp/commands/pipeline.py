@@ -1,0 +1,109 @@
+"""`rsp watch` and `rsp evaluate`: the pipeline's flows, run from the command line.
+
+Without PREFECT_API_URL, Prefect runs them against a temporary local server; with
+it, runs show up in that server's UI like scheduled ones.
+"""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from rsp.console import EXIT_PROBLEM, fail, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)
+    app.command("evaluate")(evaluate)
+
+
+def _quiet_prefect_when_json(json_out: bool) -> None:
+    import os
+
+    if json_out:
+        # Keep stdout pure JSON; Prefect's progress still goes to stderr.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _print_eval(res: dict) -> None:
+    status = res.get("status")
+    if status in ("evaluated", "failed_closed"):
+        halt = res.get("halt") or {}
+        extra = f" — halt {halt.get('halt_id')}" if halt.get("halt_id") else ""
+        typer.echo(f"{res['run_id']} step {res['step']}: {res['assessment']} assessment, level "
+                   f"{res['required_level']}, decision {res['decision'].upper()}{extra}"
+                   + (f" (fail-closed: {res['error']})" if res.get("error") else ""))
+    else:
+        typer.echo(f"{res.get('checkpoint')}: {status}" + (f" ({res.get('reason')})" if res.get("reason") else ""))
+
+
+def evaluate(
+    uri: str = typer.Argument(..., help="Checkpoint folder: /path/run/step-000001000 or s3://bucket/prefix/run/step-…"),
+    policy: str = typer.Option("anthropic-rsp", "--policy", "-p", help="Bundled framework id or policy file."),
+    force: bool = typer.Option(False, "--force", help="Re-evaluate and recompute every benchmark."),
+    task_runner: str = typer.Option("threads", "--task-runner", help="threads, threads:N, dask, dask://host:port"),
+    limit: int = typer.Option(None, "--limit", help="At most this many samples per benchmark (smoke tests)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Evaluate one checkpoint: benchmarks, quality gate, classification, safeguards, halt if unmet.
+
+    Exit 0 proceed, 1 halt (or fail-closed), 2 bad input.
+    """
+    _quiet_prefect_when_json(json_out)
+    from flows.evaluate import evaluate as evaluate_flow
+
+    try:
+        res = evaluate_flow(uri, policy=policy, force=force, task_runner=task_runner, limit=limit)
+    except Exception as exc:
+        fail(f"evaluate failed: {type(exc).__name__}: {exc}")
+    if json_out:
+        print_json(res)
+    else:
+        _print_eval(res)
+    if res.get("status") == "rejected":
+        raise typer.Exit(2)
+    if res.get("decision") == "halt":
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def watch(
+    once: bool = typer.Option(False, "--once", help="Run one tick and exit (for cron and tests)."),
+    store: str = typer.Option(None, "--store", help="file:///path or s3://bucket/prefix (default: configured)."),
+    policy: str = typer.Option("anthropic-rsp", "--policy", "-p", help="Bundled framework id or policy file."),
+    interval: float = typer.Option(30.0, "--interval", help="Seconds between ticks without --once."),
+    max_concurrent: int = typer.Option(2, "--max-concurrent", help="Runs evaluated in parallel."),
+    full_scan: bool = typer.Option(False, "--full-scan", help="List the whole store, not just new keys."),
+    task_runner: str = typer.Option("threads", "--task-runner", help="threads, threads:N, dask, dask://host:port"),
+    limit: int = typer.Option(None, "--limit", help="At most this many samples per benchmark (smoke tests)."),
+    json_out: bool = typer.Option(False, "--json", help="Print each tick's summary as JSON."),
+) -> None:
+    """Detect new complete checkpoints and evaluate each exactly once.
+
+    Exit 0 when no evaluated checkpoint halted, 1 when one did (with --once).
+    """
+    _quiet_prefect_when_json(json_out)
+    from flows.watch import watch as watch_flow
+
+    while True:
+        try:
+            res = watch_flow(store=store, policy=policy, max_concurrent=max_concurrent, full_scan=full_scan,
+                             task_runner=task_runner, limit=limit)
+        except Exception as exc:
+            fail(f"watch failed: {type(exc).__name__}: {exc}")
+        if json_out:
+            print_json(res)
+        else:
+            typer.echo(f"listed {res['listed']} ({'full' if res['full_scan'] else 'incremental'}), "
+                       f"{res['new']} new, {len(res['rejected'])} rejected, {len(res['evaluated'])} evaluated, "
+                       f"{len(res['halted'])} halted")
+            for r in res["rejected"]:
+                typer.echo(f"  rejected {r['key']}: {r['reason']}")
+            for r in res["evaluated"]:
+                typer.echo("  ", nl=False)
+                _print_eval(r)
+        if once:
+            if res["halted"]:
+                raise typer.Exit(EXIT_PROBLEM)
+            return
+        time.sleep(interval)
