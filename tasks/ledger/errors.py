@@ -1,0 +1,25 @@
+"""Ledger errors. Each message is one line naming the input at fault."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or used (bad URL, unreachable database, missing ledger)."""
+
+
+class LedgerConflict(ValueError):
+    """An event contradicts the ledger (a second halt for one cause, lifting a halt that is not open,
+    completing a claim someone else holds). Nothing was written."""
+
+
+class HaltConflict(LedgerConflict):
+    pass
+
+
+class ClaimConflict(LedgerConflict):
+    pass
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be recorded as given (bad kind, payload not a JSON object, a halt
+    without halt_id). Nothing was written."""

@@ -1,0 +1,259 @@
+"""The ledger: an append-only, hash-chained event log in a SQL database.
+
+There is deliberately no update or delete: corrections are new events. Every append
+takes the write lock, reads the head, writes the event and its projections, moves the
+head and commits, so seq is gapless and the chain linear with any number of writers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, Any, Self
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+
+from tasks.ledger import projections, schema
+from tasks.ledger.chain import (
+    GENESIS_HASH,
+    ChainVerifier,
+    Event,
+    VerifyReport,
+    canonical,
+    event_hash,
+    utc_iso,
+)
+from tasks.ledger.claims import ClaimsMixin
+from tasks.ledger.engine import open_engine, read_tx, redact, write_tx
+from tasks.ledger.errors import InvalidEvent
+from tasks.ledger.queries import QueriesMixin, row_event
+
+# Built once: constructing statements per append costs more than executing them on SQLite.
+_HEAD = select(schema.head.c.seq, schema.head.c.hash).where(schema.head.c.id == 1)
+_INSERT = insert(schema.events)
+_MOVE_HEAD = (
+    update(schema.head).where(schema.head.c.id == 1).values(seq=bindparam("h_seq"), hash=bindparam("h_hash"))
+)
+
+KIND = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+BATCH = 2000
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _normalise(kind: str, subject: str, payload: Mapping[str, Any] | BaseModel) -> tuple[str, dict[str, Any]]:
+    if not isinstance(kind, str) or len(kind) > 200 or not KIND.match(kind):
+        raise InvalidEvent(f"event kind {kind!r} must be dotted lower-case words, e.g. 'halt.opened'")
+    if not isinstance(subject, str):
+        raise InvalidEvent(f"{kind} event: subject must be a string, got {type(subject).__name__}")
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent(
+            f"{kind} event for {subject!r}: payload must be a JSON object, got {type(payload).__name__}"
+        )
+    try:
+        text = canonical(dict(payload))
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"{kind} event for {subject!r}: payload is not JSON: {exc}") from None
+    # Hash and return the decoded canonical form, so the event equals what verify will recompute.
+    return text, json.loads(text)
+
+
+class Ledger(ClaimsMixin, QueriesMixin):
+    """Open (and by default create) the ledger at `url`; None means the configured one."""
+
+    def __init__(self, url: str | None = None, *, create: bool = True, clock: Clock | None = None) -> None:
+        if url is None:
+            from rsp.settings import get_settings
+
+            url = get_settings().resolved_ledger_url
+        self._engine: Engine = open_engine(url, create=create)
+        self._clock: Clock = clock or _utc_now
+        self.url = redact(url)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, kind: str, subject: str, payload: Mapping[str, Any] | BaseModel) -> Event:
+        with write_tx(self._engine) as conn:
+            return self._append_in(conn, kind, subject, payload)
+
+    def append_many(self, items: Iterable[tuple[str, str, Mapping[str, Any] | BaseModel]]) -> list[Event]:
+        """Append several events in one transaction: all or none, one lock and one fsync for the lot."""
+        with write_tx(self._engine) as conn:
+            head = conn.execute(_HEAD).one()
+            seq, prev = head.seq, head.hash
+            written = []
+            for kind, subject, payload in items:
+                event = self._write_event(conn, seq, prev, kind, subject, payload, None)
+                written.append(event)
+                seq, prev = event.seq, event.hash
+            if written:
+                conn.execute(_MOVE_HEAD, {"h_seq": seq, "h_hash": prev})
+            return written
+
+    def _append_in(
+        self,
+        conn: Connection,
+        kind: str,
+        subject: str,
+        payload: Mapping[str, Any] | BaseModel,
+        at: dt.datetime | None = None,
+    ) -> Event:
+        """Append inside a write transaction (the caller holds the lock)."""
+        head = conn.execute(_HEAD).one()
+        event = self._write_event(conn, head.seq, head.hash, kind, subject, payload, at)
+        conn.execute(_MOVE_HEAD, {"h_seq": event.seq, "h_hash": event.hash})
+        return event
+
+    def _write_event(
+        self,
+        conn: Connection,
+        prev_seq: int,
+        prev_hash: str,
+        kind: str,
+        subject: str,
+        payload: Mapping[str, Any] | BaseModel,
+        at: dt.datetime | None,
+    ) -> Event:
+        text, decoded = _normalise(kind, subject, payload)
+        seq, ts = prev_seq + 1, utc_iso(at or self._clock())
+        digest = event_hash(seq, ts, kind, subject, decoded, prev_hash)
+        event = Event(seq, ts, kind, subject, decoded, prev_hash, digest)
+        conn.execute(
+            _INSERT,
+            {
+                "seq": seq,
+                "ts": ts,
+                "kind": kind,
+                "subject": subject,
+                "payload": text,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            },
+        )
+        projections.project(conn, event)
+        return event
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last event; (0, 64 zeros) when empty."""
+        with read_tx(self._engine) as conn:
+            row = conn.execute(
+                select(schema.head.c.seq, schema.head.c.hash).where(schema.head.c.id == 1)
+            ).one()
+        return row.seq, row.hash
+
+    def event(self, seq: int) -> Event | None:
+        with read_tx(self._engine) as conn:
+            row = conn.execute(select(schema.events).where(schema.events.c.seq == seq)).first()
+        return None if row is None else row_event(row)
+
+    def iter_events(
+        self,
+        kind: str | None = None,
+        subject: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        batch: int = BATCH,
+    ) -> Iterator[Event]:
+        """Events in seq order, fetched in batches (keyset pages, each its own short read)."""
+        e = schema.events
+        last, left = after_seq, limit
+        while left is None or left > 0:
+            size = batch if left is None else min(batch, left)
+            query = select(e).where(e.c.seq > last).order_by(e.c.seq).limit(size)
+            if kind is not None:
+                query = query.where(e.c.kind == kind)
+            if subject is not None:
+                query = query.where(e.c.subject == subject)
+            with read_tx(self._engine) as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield row_event(row)
+            if len(rows) < size:
+                return
+            last = rows[-1].seq
+            if left is not None:
+                left -= len(rows)
+
+    def events(
+        self,
+        kind: str | None = None,
+        subject: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[Event]:
+        return list(self.iter_events(kind=kind, subject=subject, after_seq=after_seq, limit=limit))
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def verify(self, batch: int = 5000) -> VerifyReport:
+        """Recompute every hash and link, streaming; names the first bad event and why."""
+        e = schema.events
+        head_seq, head_hash = self.head()
+        verifier = ChainVerifier(head_seq=head_seq, head_hash=head_hash)
+        columns = (e.c.seq, e.c.ts, e.c.kind, e.c.subject, e.c.payload, e.c.prev_hash, e.c.hash)
+        last = 0
+        while True:
+            with read_tx(self._engine) as conn:
+                rows = conn.execute(
+                    select(*columns).where(e.c.seq > last).order_by(e.c.seq).limit(batch)
+                ).all()
+            if not rows:
+                break
+            for row in rows:
+                if not verifier.feed(*row):
+                    return verifier.finish()
+            last = rows[-1].seq
+        return verifier.finish()
+
+    def rebuild_projections(self) -> int:
+        """Empty the projection tables and replay every event into them; returns events replayed."""
+        count = 0
+        with write_tx(self._engine) as conn:
+            projections.clear(conn)
+            for event in self._scan(conn):
+                projections.project(conn, event)
+                count += 1
+        return count
+
+    def _scan(self, conn: Connection) -> Iterator[Event]:
+        e, last = schema.events, 0
+        while True:
+            rows = conn.execute(select(e).where(e.c.seq > last).order_by(e.c.seq).limit(BATCH)).all()
+            if not rows:
+                return
+            yield from (row_event(r) for r in rows)
+            last = rows[-1].seq
+
+    def export_jsonl(self, fp: IO[str]) -> int:
+        """Write every event, one canonical JSON object per line; returns the count."""
+        from tasks.ledger.export import export_jsonl
+
+        return export_jsonl(self, fp)
+
+
+__all__ = ["GENESIS_HASH", "Ledger"]
