@@ -1,0 +1,230 @@
+"""A checkpoint store in an S3 bucket under a prefix (AWS, or any S3-compatible endpoint).
+
+boto3 is imported when a client is first needed, so importing tasks.stores stays
+cheap. Listing is `list_objects_v2` (1,000 keys a page) over the store's prefix,
+keeping keys that end in "/checkpoint.json"; with a cursor it passes `StartAfter`,
+so a tick with nothing new is one request however long the history.
+
+Throttling: the client retries in botocore's adaptive mode (exponential backoff
+plus a client-side rate limiter that slows down on 503 SlowDown). When retries run
+out the call raises StoreError: a page is never skipped, and a listing is never
+returned short.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from tasks.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    Checkpoint,
+    CheckpointManifest,
+    ManifestRejected,
+    manifest_bytes,
+    sha256_digest,
+)
+from tasks.stores.base import CheckpointStore, ManifestGone, ManifestRef, StoreError, check_put, key_problem
+
+_MANIFEST_SUFFIX = "/" + MANIFEST_NAME
+_CONTENT_RANGE = re.compile(r"^bytes \d+-\d+/(\d+)$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class S3Store(CheckpointStore):
+    """Checkpoints under s3://bucket/prefix/.
+
+    `max_attempts` is botocore's retry setting (retries after the first attempt);
+    `client` injects a ready boto3 S3 client instead of building one.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        max_attempts: int = 10,
+        page_size: int = 1000,
+        client: Any = None,
+    ):
+        if not _BUCKET.match(bucket):
+            raise ValueError(f"S3 bucket name {bucket!r} is not valid")
+        prefix = prefix.strip("/")
+        if prefix and key_problem(prefix):
+            raise ValueError(f"S3 prefix {prefix!r}: {key_problem(prefix)}")
+        self.bucket = bucket
+        # Always "" or ending in "/": a prefix "ckpt" must not also match "ckpt-old/...".
+        self.prefix = prefix + "/" if prefix else ""
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.profile = profile
+        self.max_attempts = max_attempts
+        self.page_size = page_size
+        self._client = client
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_uri(
+        cls,
+        uri: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        **kwargs: Any,
+    ) -> S3Store:
+        """`s3://bucket` or `s3://bucket/prefix`."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"checkpoint store {uri!r}: expected s3://bucket/prefix")
+        if parts.query or parts.fragment:
+            raise ValueError(f"checkpoint store {uri!r}: an s3 URI takes no query or fragment")
+        return cls(
+            parts.netloc, parts.path, endpoint_url=endpoint_url, region=region, profile=profile, **kwargs
+        )
+
+    @property
+    def client(self) -> Any:  # botocore's S3 client; typed stubs are not a dependency
+        # boto3 clients are thread-safe; sessions are not, so build one client once, under a lock.
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
+
+                    session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+                    self._client = session.client(
+                        "s3",
+                        endpoint_url=self.endpoint_url,
+                        config=Config(
+                            retries={"mode": "adaptive", "max_attempts": self.max_attempts},
+                            connect_timeout=10,
+                            read_timeout=60,
+                            max_pool_connections=32,
+                        ),
+                    )
+        return self._client
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def uri_for(self, key: str) -> str:
+        problem = key_problem(key)
+        if problem:
+            raise ValueError(f"checkpoint key {key!r}: {problem}")
+        return f"s3://{self.bucket}/{self.prefix}{key}/"
+
+    def _error(self, what: str, exc: Exception) -> StoreError:
+        return StoreError(f"{self.uri}: {what}: {exc}")
+
+    def list_manifests(self, start_after: str | None = None) -> Iterator[ManifestRef]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": self.page_size}
+        if start_after:
+            request["StartAfter"] = self.prefix + start_after
+        while True:
+            try:
+                page = self.client.list_objects_v2(**request)
+            except (BotoCoreError, ClientError) as exc:
+                raise self._error("listing failed", exc) from exc
+            for obj in page.get("Contents", ()):
+                full_key: str = obj["Key"]
+                # The Prefix parameter already limits this; checked again because a key outside
+                # the prefix must never become a checkpoint, whatever the endpoint returns.
+                if not full_key.startswith(self.prefix) or not full_key.endswith(_MANIFEST_SUFFIX):
+                    continue
+                manifest_key = full_key[len(self.prefix) :]
+                key = manifest_key[: -len(_MANIFEST_SUFFIX)]
+                if not key:
+                    continue  # "<prefix>/checkpoint.json" would be a checkpoint with an empty key
+                yield ManifestRef(
+                    key=key, manifest_key=manifest_key, size=obj["Size"], last_modified=obj["LastModified"]
+                )
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise StoreError(f"{self.uri}: truncated listing without a continuation token")
+            request["ContinuationToken"] = token
+
+    def read_manifest(self, ref: ManifestRef) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        problem = key_problem(ref.key)
+        if problem:
+            raise ManifestRejected(ref.key, f"unsafe checkpoint key: {problem}")
+        too_big = f"over the {MAX_MANIFEST_BYTES}-byte limit"
+        if ref.size > MAX_MANIFEST_BYTES:
+            raise ManifestRejected(ref.key, f"manifest is {ref.size} bytes, {too_big}")
+        if ref.size == 0:
+            raise ManifestRejected(ref.key, "manifest is empty")
+        full_key = self.prefix + ref.key + _MANIFEST_SUFFIX
+        try:
+            # The Range caps what we download even if the object grew since it was listed.
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=full_key, Range=f"bytes=0-{MAX_MANIFEST_BYTES}"
+            )
+            with response["Body"] as body:
+                raw = body.read(MAX_MANIFEST_BYTES + 1)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise ManifestGone(f"s3://{self.bucket}/{full_key}: no longer exists") from None
+            if code == "InvalidRange":  # replaced by an empty object since listing
+                raise ManifestRejected(ref.key, "manifest is empty") from None
+            raise self._error(f"reading {full_key} failed", exc) from exc
+        except BotoCoreError as exc:
+            raise self._error(f"reading {full_key} failed", exc) from exc
+        match = _CONTENT_RANGE.match(response.get("ContentRange") or "")
+        total = int(match.group(1)) if match else len(raw)
+        if total > MAX_MANIFEST_BYTES or len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestRejected(ref.key, f"manifest is {max(total, len(raw))} bytes, {too_big}")
+        return raw
+
+    def put_checkpoint(
+        self, key: str, files: Mapping[str, bytes], manifest: CheckpointManifest, *, overwrite: bool = False
+    ) -> Checkpoint:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        check_put(key, files)
+        base = self.prefix + key + "/"
+        try:
+            for name, data in files.items():
+                self.client.put_object(Bucket=self.bucket, Key=base + name, Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(f"writing files of {key} failed", exc) from exc
+        raw = manifest_bytes(manifest)
+        extra: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
+        try:
+            # One PUT is atomic: readers see no manifest or all of it. If-None-Match makes a
+            # second writer of the same checkpoint fail instead of silently replacing it.
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=base + MANIFEST_NAME,
+                Body=raw,
+                ContentType="application/json",
+                **extra,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise FileExistsError(
+                    f"{self.uri_for(key)}{MANIFEST_NAME}: a checkpoint manifest already exists"
+                ) from None
+            raise self._error(f"writing the manifest of {key} failed", exc) from exc
+        except BotoCoreError as exc:
+            raise self._error(f"writing the manifest of {key} failed", exc) from exc
+        return Checkpoint(
+            manifest=manifest, uri=self.uri_for(key), key=key, digest=manifest.digest or sha256_digest(raw)
+        )
