@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from policy.cadence import LastComprehensive, assessment_depth, escalates
-from policy.determination import CheckpointRef, Determination, QualityVerdict, RunFailure, ThresholdResult
+from policy.determination import CheckpointRef, Determination, RunFailure, ThresholdResult
 from policy.engine import apply_safeguard_checks, classify, fail_closed_determination
 from policy.results import SampleTable
 from policy.sandbagging import PastScore, detect_anomalies
@@ -29,15 +29,6 @@ def _owner() -> str:
     from prefect.runtime import flow_run
 
     return f"{socket.gethostname()}:{os.getpid()}:{flow_run.id or 'local'}"
-
-
-def _quality_verdict(report: Any) -> QualityVerdict:
-    failed = {k: list(v) for k, v in (report.failed_benchmarks or {}).items()}
-    n_failed = sum(1 for c in report.checks if not c.passed)
-    summary = f"{len(report.checks) - n_failed}/{len(report.checks)} checks passed"
-    if getattr(report, "docs_path", None):
-        summary += f"; Data Docs: {report.docs_path}"
-    return QualityVerdict(status="passed" if report.passed else "failed", failed_benchmarks=failed, summary=summary)
 
 
 def _current_scores(policy: Policy, table: SampleTable) -> tuple[dict[str, float], dict[str, float]]:
@@ -120,7 +111,7 @@ def _sha(policy: Policy) -> str:
 
 
 def _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried, quality_task):
-    quality = _quality_verdict(quality_task(table, policy, ran, str(folder / "quality")))
+    quality = quality_task(table, policy, ran, str(folder / "quality")).to_verdict()
     means, best = _current_scores(policy, table)
     anomalies = detect_anomalies(policy, ref.effective_compute, means, _history(ledger, ref.run_id, ref.step),
                                  best)
