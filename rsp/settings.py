@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     max_concurrent_evaluations: int = Field(2, ge=1, le=64)
     claim_lease_s: float = Field(900.0, gt=0)
     scaling_tag: str = Field("scaling", description="Prefect deployments with this tag are halted by a halt.")
+    safeguard_bucket: str | None = Field(
+        None, description="Bucket the checkpoint_bucket_hardening check inspects; default: the s3:// checkpoint store's."
+    )
+    misuse_probe_url: str | None = Field(None, description="Base URL of the deployed misuse classifier to probe.")
+    misuse_probe_timeout_s: float = Field(5.0, gt=0)
+    roster: Path | None = Field(None, description="Who holds which role (YAML); default <home>/roster.yaml.")
 
     @classmethod
     def settings_customise_sources(

@@ -64,6 +64,6 @@ def quality_task(table: SampleTable, policy: Any, required: list[str], docs_dir:
 
 @task(name="verify-safeguards", cache_policy=NO_CACHE)
 def verify_safeguards_task(policy: Any, requirements: Any, checkpoint_uri: str) -> Any:
-    from tasks.safeguards import verification_context, verify_safeguards
+    from tasks.safeguards import VerificationContext, verify_safeguards
 
-    return verify_safeguards(policy, requirements, verification_context(checkpoint_uri=checkpoint_uri))
+    return verify_safeguards(policy, requirements, VerificationContext.from_settings())
