@@ -189,7 +189,7 @@ def evaluate(
         if pol is None:
             ledger.append("evaluation.failed", key, {"checkpoint": ref.model_dump(mode="json"),
                                                      "error": stage_error, "policy": policy})
-            _enforce_unreadable_policy(ledger, key, stage_error)
+            _enforce_unreadable_policy(key, stage_error)
             if owner and claim_owner is None:
                 ledger.fail(key, owner, stage_error)
             raise
@@ -203,7 +203,7 @@ def evaluate(
                 det.decision)
     halt = None
     if det.decision == "halt":
-        halt = _enforce(ledger, det, event, pol)
+        halt = _enforce(det, event, policy)
     from tasks.report import publish_report
 
     publish_report(det, folder, ledger_seq=event.seq)
@@ -225,14 +225,19 @@ def evaluate(
     }
 
 
-def _enforce(ledger: Any, det: Determination, event: Any, policy: Policy) -> dict[str, Any] | None:
-    """Open (idempotently) and apply the halt this determination calls for."""
-    from tasks.enforcement import halt_for_determination
+def _enforce(det: Determination, event: Any, policy_ref: str) -> dict[str, Any]:
+    """Open (idempotently), apply and announce the halt this determination calls for."""
+    from flows.halt import halt
 
-    return halt_for_determination(ledger, det, event, policy)
+    out = halt(determination=det.model_dump(mode="json"), determination_seq=event.seq,
+               determination_subject=event.subject, policy=policy_ref, opened_by="evaluate")
+    h, applied = out["halt"], out.get("apply") or {}
+    return {"halt_id": h["halt_id"], "created": h["created"], "applied": applied.get("applied"),
+            "apply_error": applied.get("error")}
 
 
-def _enforce_unreadable_policy(ledger: Any, key: str, error: str) -> None:
-    from tasks.enforcement import halt_for_error
+def _enforce_unreadable_policy(key: str, error: str) -> None:
+    from flows.halt import halt
 
-    halt_for_error(ledger, cause=f"policy unreadable while evaluating {key}", detail=error)
+    halt(reason=f"policy unreadable while evaluating {key}: {error}", activities=["training", "deployment"],
+         opened_by="evaluate")
