@@ -25,6 +25,12 @@ from policy.schema import Policy
 from policy.statistics import question_values
 
 
+def evaluation_key(checkpoint_uri: str, policy: Policy) -> str:
+    """Exactly once per (checkpoint, policy): a changed policy re-decides a checkpoint, and its
+    benchmark results come from the cache unless `force`."""
+    return f"{checkpoint_uri}@policy:{_sha(policy)[:16]}"
+
+
 def _owner() -> str:
     from prefect.runtime import flow_run
 
@@ -155,18 +161,26 @@ def evaluate(
         logger.error("checkpoint rejected: %s", exc)
         return {"status": "rejected", "checkpoint": checkpoint_uri, "reason": str(exc)}
 
-    key = ckpt.uri
+    try:
+        pol: Policy = read_policy(policy)
+    except Exception as exc:  # no policy, no determination: halt everything until someone fixes it
+        error = f"{type(exc).__name__}: {exc}"
+        logger.error("policy %s unreadable, halting all scaling: %s", policy, error)
+        ledger.append("evaluation.failed", ckpt.uri, {"checkpoint": ckpt.uri, "error": error, "policy": policy})
+        _enforce_unreadable_policy(ckpt.uri, error)
+        raise
+    key = evaluation_key(ckpt.uri, pol)
     owner = claim_owner
     if owner is None and not force:
         if ledger.is_done(key):
-            logger.info("%s was already evaluated; pass force=True to re-evaluate", key)
+            logger.info("%s was already evaluated under this policy; pass force=True to re-evaluate", ckpt.uri)
             prev = ledger.previous_determination(ckpt.run_id, before_step=ckpt.step + 1) or {}
-            return {"status": "already_evaluated", "checkpoint": key, "decision": prev.get("decision"),
+            return {"status": "already_evaluated", "checkpoint": ckpt.uri, "decision": prev.get("decision"),
                     "required_level": prev.get("required_level")}
         owner = _owner()
         if not ledger.claim(key, owner, settings.claim_lease_s):
-            logger.info("%s is being evaluated elsewhere", key)
-            return {"status": "claimed_elsewhere", "checkpoint": key}
+            logger.info("%s is being evaluated elsewhere", ckpt.uri)
+            return {"status": "claimed_elsewhere", "checkpoint": ckpt.uri}
 
     ref = CheckpointRef(run_id=ckpt.run_id, step=ckpt.step, effective_compute=ckpt.effective_compute,
                         uri=ckpt.uri, digest=ckpt.digest)
@@ -174,9 +188,7 @@ def evaluate(
     now = dt.datetime.now(dt.timezone.utc)
     scores: dict[str, Any] = {}
     stage_error = None
-    pol: Policy | None = None
     try:
-        pol = read_policy(policy)
         info = checkpoint_info(ckpt)
         det, _table, scores = _assess(pol, info, ref, ledger, folder, force=force, task_runner=task_runner,
                                       limit=limit, now=now)
@@ -186,18 +198,11 @@ def evaluate(
     except Exception as exc:  # fail closed: the checkpoint is recorded as a halt, with the reason
         stage_error = f"{type(exc).__name__}: {exc}"
         logger.error("evaluation failed, recording a fail-closed determination: %s", stage_error)
-        if pol is None:
-            ledger.append("evaluation.failed", key, {"checkpoint": ref.model_dump(mode="json"),
-                                                     "error": stage_error, "policy": policy})
-            _enforce_unreadable_policy(key, stage_error)
-            if owner and claim_owner is None:
-                ledger.fail(key, owner, stage_error)
-            raise
         det = fail_closed_determination(pol, f"evaluation failed: {stage_error}", checkpoint=ref)
 
     payload = det.model_dump(mode="json") | {"scores": scores, "stage_error": stage_error, "forced": force,
                                              "policy_ref": policy}
-    event = ledger.append("determination.recorded", key, payload)
+    event = ledger.append("determination.recorded", ckpt.uri, payload)
     write_json(folder / "determination.json", payload | {"ledger_seq": event.seq, "ledger_hash": event.hash})
     logger.info("determination recorded at ledger seq %d: level %s, decision %s", event.seq, det.required_level,
                 det.decision)
@@ -212,7 +217,7 @@ def evaluate(
                                      "determination_seq": event.seq})
     return {
         "status": "evaluated" if stage_error is None else "failed_closed",
-        "checkpoint": key,
+        "checkpoint": ckpt.uri,
         "run_id": ref.run_id,
         "step": ref.step,
         "assessment": det.assessment,

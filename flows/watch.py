@@ -57,7 +57,8 @@ def watch(
     max_concurrent: runs evaluated in parallel (checkpoints within a run go in step order).
     full_scan: list the whole store instead of only keys after the last seen one.
     """
-    from flows.evaluate import evaluate
+    from flows.evaluate import evaluate, evaluation_key
+    from tasks.inputs import read_policy
     from rsp.settings import get_settings
     from tasks.ledger import Ledger
     from tasks.run_folder import write_atomic
@@ -67,10 +68,11 @@ def watch(
     settings = get_settings()
     ledger = Ledger(settings.resolved_ledger_url)
     reconciled = _reconcile(logger)
+    pol = read_policy(policy)  # an unreadable policy fails the tick loudly before anything is claimed
     st = from_uri(store, settings, create=store is None)
     cursor_file = _cursor_path(settings.home, st.uri)
     scan = st.scan(_load_cursor(cursor_file), full=full_scan)
-    todo_refs = [r for r in scan.refs if not ledger.is_done(st.uri_for(r.key))]
+    todo_refs = [r for r in scan.refs if not ledger.is_done(evaluation_key(st.uri_for(r.key), pol))]
     loaded = st.load_all(todo_refs, max_workers=8)
     rejected = [r for r in loaded.rejected if _reject_once(ledger, r.key, r.reason)]
     for r in loaded.rejected:
@@ -78,7 +80,7 @@ def watch(
     owner_base = f"watch:{__import__('socket').gethostname()}:{__import__('os').getpid()}"
     claimed: dict[str, list[Any]] = {}
     for ck in sorted(loaded.checkpoints, key=lambda c: (c.manifest.created_at, c.step, c.key)):
-        if ledger.claim(ck.uri, f"{owner_base}:{ck.key}", settings.claim_lease_s):
+        if ledger.claim(evaluation_key(ck.uri, pol), f"{owner_base}:{ck.key}", settings.claim_lease_s):
             claimed.setdefault(ck.run_id, []).append(ck)
     n = sum(len(v) for v in claimed.values())
     logger.info("%d listed (%s scan), %d new, %d rejected, %d claimed here", len(scan.refs),
@@ -94,10 +96,10 @@ def watch(
             owner = f"{owner_base}:{ck.key}"
             try:
                 res = evaluate(ck.uri, policy=policy, task_runner=task_runner, limit=limit, claim_owner=owner)
-                ledger.complete(ck.uri, owner, {"decision": res.get("decision"),
-                                                "required_level": res.get("required_level")})
+                ledger.complete(evaluation_key(ck.uri, pol), owner, {"decision": res.get("decision"),
+                                                                     "required_level": res.get("required_level")})
             except Exception as exc:  # evaluate records its own fail-closed outcome; keep the claim retryable
-                ledger.fail(ck.uri, owner, f"{type(exc).__name__}: {exc}")
+                ledger.fail(evaluation_key(ck.uri, pol), owner, f"{type(exc).__name__}: {exc}")
                 res = {"status": "error", "checkpoint": ck.uri, "error": str(exc)}
             done += 1
             logger.info("[%d/%d] %s step %d: %s %s", done, n, ck.run_id, ck.step, res.get("decision"),

@@ -19,9 +19,10 @@ from tasks.benchmarks.base import CheckpointInfo, RunnerError, run_benchmark, ru
 
 
 def benchmark_cache_key(info: CheckpointInfo, benchmark: Benchmark, limit: int | None) -> str:
-    """Same checkpoint content, benchmark version and runner configuration → same rows."""
+    """Same checkpoint, benchmark version and runner configuration → same rows. Run and step are
+    part of the key because simulated and served models may answer per checkpoint identity."""
     config = {"runner": runner_config(benchmark), "model": dict(info.model), "limit": limit,
-              "attempts": benchmark.attempts}
+              "attempts": benchmark.attempts, "run": info.run_id, "step": info.step}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"bench-{info.digest.removeprefix('sha256:')[:32]}-{benchmark.id}-v{benchmark.version}-{digest}"
 

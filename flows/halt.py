@@ -1,0 +1,112 @@
+"""The halt flow: record the halt, apply it, notify.
+
+    record_halt  -> the ledger holds the halt; from here on every gate check refuses the run
+    apply_halt   -> Prefect agrees: scaling deployments paused, their runs cancelled
+    notify_halt  -> HOOK for the notification issue (Slack, console, file); logs only for now
+
+Idempotent: the same determination (or the same cause while its halt is open) records one
+halt, applies it, and notifies only when the halt was created by this run. When Prefect
+cannot be reached, the halt still stands (the gate reads the ledger) and the report says
+NOT applied; the next reconcile applies it.
+
+Waiting for approval and lifting belong to the resume flow, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.logging import get_run_logger
+
+
+@task(name="record-halt", retries=2, retry_delay_seconds=1)
+def record_halt(
+    determination: dict[str, Any] | None,
+    *,
+    determination_seq: int | None,
+    determination_subject: str | None,
+    activities: list[str] | None,
+    runs: list[str] | None,
+    reason: str | None,
+    opened_by: str,
+    ledger_url: str | None,
+    policy_ref: str | None,
+) -> dict[str, Any]:
+    """Write halt.opened (or find the halt this cause already opened). Returns the halt and
+    whether this call created it."""
+    from tasks.enforcement import open_halt, open_manual_halt
+
+    policy = None
+    if policy_ref is not None:
+        from tasks.inputs import read_policy
+
+        policy = read_policy(policy_ref)
+    if determination is not None:
+        halt, created = open_halt(determination, ledger_url=ledger_url, runs=runs, seq=determination_seq,
+                                  subject=determination_subject, policy=policy, opened_by=opened_by)
+    else:
+        if not reason:
+            raise ValueError("a halt without a determination needs a reason")
+        halt, created = open_manual_halt(reason, activities or ["training", "deployment"], runs=runs,
+                                         opened_by=opened_by, ledger_url=ledger_url, policy=policy)
+    return {"halt_id": halt.halt_id, "created": created, "opened_seq": halt.opened_seq, "payload": halt.payload,
+            "is_open": halt.is_open}
+
+
+@task(name="apply-halt")
+def apply_halt_task(halt_id: str, *, ledger_url: str | None, api_url: str | None,
+                    scaling_tag: str | None) -> dict[str, Any]:
+    """Pause scaling deployments and cancel their runs. Never raises for Prefect being down:
+    the report says applied=False and the ledger records halt.apply_failed."""
+    from tasks.enforcement import apply_halt
+
+    return apply_halt(halt_id, ledger_url=ledger_url, api_url=api_url, scaling_tag=scaling_tag).to_dict()
+
+
+def notify_halt(halt: dict[str, Any], report: dict[str, Any]) -> None:
+    """HOOK (notification issue): tell people a halt was opened and whether it was applied.
+
+    Called once per halt, by the run that created it. Replace the body with the notifiers
+    (Slack with approve/reject buttons, console, JSONL file); keep it idempotent per halt_id."""
+    log = get_run_logger()
+    state = "applied" if report.get("applied") else f"NOT applied ({report.get('error')})"
+    log.warning("HALT %s opened and %s; notification hook not wired yet", halt["halt_id"], state)
+
+
+@flow(name="halt", retries=0)
+def halt(
+    determination: dict[str, Any] | None = None,
+    determination_seq: int | None = None,
+    determination_subject: str | None = None,
+    activities: list[str] | None = None,
+    runs: list[str] | None = None,
+    reason: str | None = None,
+    opened_by: str = "halt-flow",
+    policy: str | None = None,
+    ledger_url: str | None = None,
+    api_url: str | None = None,
+    scaling_tag: str | None = None,
+) -> dict[str, Any]:
+    """Halt scaling for a determination (its JSON, with where it sits in the ledger), or, with
+    no determination, for an operator's `reason` and `activities`. `policy` (path or bundled
+    id) supplies the approver rules recorded as what lifts the halt; `scaling_tag` overrides
+    the configured tag that marks scaling deployments."""
+    log = get_run_logger()
+    recorded = record_halt(
+        determination, determination_seq=determination_seq, determination_subject=determination_subject,
+        activities=activities, runs=runs, reason=reason, opened_by=opened_by, ledger_url=ledger_url,
+        policy_ref=policy,
+    )
+    if not recorded["is_open"]:
+        log.info("halt %s for this determination was already lifted; nothing to do", recorded["halt_id"])
+        return {"halt": recorded, "apply": None}
+    report = apply_halt_task(recorded["halt_id"], ledger_url=ledger_url, api_url=api_url, scaling_tag=scaling_tag)
+    if recorded["created"]:
+        notify_halt(recorded, report)
+    else:
+        log.info("halt %s already open for this cause; re-applied, not re-notified", recorded["halt_id"])
+    return {"halt": recorded, "apply": report}
+
+
+__all__ = ["halt", "notify_halt"]
