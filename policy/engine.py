@@ -261,16 +261,23 @@ def classify(
     thresholds: list[ThresholdResult] = []
     for t in policy.thresholds:
         gating = domains[t.domain].status == "tracked"
-        if carried is not None and t.id in carried and not any(m.benchmark in ran for m in t.measures):
-            prev = carried[t.id]
+        prev = carried.get(t.id) if carried is not None else None
+        if prev is not None and not any(m.benchmark in ran for m in t.measures):
             thresholds.append(prev.model_copy(update={"carried_from": prev.carried_from or "previous comprehensive"}))
             continue
-        measures = [
-            evaluate_measure(policy, m, summaries.get((m.benchmark, m.metric)) if m.benchmark in ran else None,
-                             distrust.get(m.benchmark, []) if m.benchmark in ran else
-                             ["not run in this assessment and no comprehensive result to carry forward"])
-            for m in t.measures
-        ]
+        prev_measures = {(m.benchmark, m.metric): m for m in prev.measures} if prev is not None else {}
+        measures = []
+        for m in t.measures:
+            if m.benchmark in ran:
+                measures.append(evaluate_measure(policy, m, summaries.get((m.benchmark, m.metric)),
+                                                 distrust.get(m.benchmark, [])))
+            elif (m.benchmark, m.metric) in prev_measures:
+                old = prev_measures[(m.benchmark, m.metric)]
+                measures.append(old.model_copy(update={"reason": f"(carried from the previous comprehensive "
+                                                                 f"assessment) {old.reason}"}))
+            else:
+                measures.append(evaluate_measure(policy, m, None, [
+                    "not run in this assessment and no comprehensive result to carry forward"]))
         status, reason = combine_measures(t, measures)
         thresholds.append(ThresholdResult(id=t.id, name=t.name, domain=t.domain, gating=gating,
                                           triggers_level=t.triggers_level, combine=t.combine, status=status,

@@ -150,9 +150,12 @@ def test_preliminary_carries_comprehensive_results_forward(tiny_policy):
                       assessment="preliminary", benchmarks_run=["bio", "swe"], carried=carried)
     assert prelim.threshold("CYBER-MON").carried_from == "previous comprehensive"
     assert prelim.threshold("CYBER-MON").status == "below"
-    # CBRN-3 measured bio this time, so it is re-evaluated, and chem (not run) is undetermined
-    assert prelim.threshold("CBRN-3").carried_from is None
-    assert prelim.threshold("CBRN-3").status == "undetermined"
+    # CBRN-3 measured bio this time, so it is re-evaluated; chem (not run) keeps its comprehensive result
+    cbrn3 = prelim.threshold("CBRN-3")
+    assert cbrn3.carried_from is None
+    assert [m.status for m in cbrn3.measures] == ["below", "early_warning"]
+    assert cbrn3.measures[1].reason.startswith("(carried from the previous comprehensive assessment) chem")
+    assert cbrn3.status == "early_warning"
     no_carry = classify(tiny_policy, make_table({"bio": BELOW["bio"]}), benchmarks_run=["bio"])
     assert no_carry.threshold("CYBER-MON").status == "undetermined"
 

@@ -13,6 +13,9 @@ import os
 import sys
 
 bench = os.environ["RSP_BENCHMARK_ID"]
+if os.environ.get("FAKE_COUNTER"):
+    with open(os.environ["FAKE_COUNTER"], "a") as f:
+        f.write(f"{bench} {os.environ['RSP_STEP']}\n")
 if bench in json.loads(os.environ.get("FAKE_FAIL", "[]")):
     print(f"{bench}: simulated crash", file=sys.stderr)
     sys.exit(3)
