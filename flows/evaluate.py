@@ -212,6 +212,7 @@ def evaluate(
     from tasks.report import publish_report
 
     publish_report(det, folder, ledger_seq=event.seq)
+    _run_report(ledger, settings.resolved_runs_dir, ref.run_id)
     if owner and claim_owner is None:
         ledger.complete(key, owner, {"decision": det.decision, "required_level": det.required_level,
                                      "determination_seq": event.seq})
@@ -228,6 +229,15 @@ def evaluate(
         "halt": halt,
         "error": stage_error,
     }
+
+
+def _run_report(ledger: Any, runs_dir: Path, run_id: str) -> None:
+    from tasks.run_report import write_run_report
+
+    try:
+        write_run_report(ledger, runs_dir, run_id)
+    except Exception as exc:  # the determination is recorded; a plot failing must not fail the evaluation
+        get_run_logger().warning("run report not written: %s", exc)
 
 
 def _enforce(det: Determination, event: Any, policy_ref: str) -> dict[str, Any]:

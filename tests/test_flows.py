@@ -146,6 +146,13 @@ def test_crossing_checkpoint_halts_and_ledger_verifies(prefect_server, rsp_home,
 
     out = CliRunner().invoke(app, ["audit", "verify"])
     assert out.exit_code == 0 and out.output.startswith("ledger ok:")
+    report = rsp_home / "runs" / "run-z" / "report.html"
+    text = report.read_text()
+    assert "first escalation: step 200 → L3 (CBRN-3 crossed → L3)" in text
+    assert "data:image/png;base64," in text and (rsp_home / "runs" / "run-z" / "scores.png").stat().st_size > 10_000
+    report.unlink()
+    out = CliRunner().invoke(app, ["report", "run-z"])
+    assert out.exit_code == 0 and report.exists()
 
 
 def test_crashed_benchmark_is_undetermined_never_absent(prefect_server, rsp_home, pipeline_policy,

@@ -1,0 +1,31 @@
+"""`rsp report RUN`: regenerate a run's HTML report (plot + tables) from the ledger."""
+
+from __future__ import annotations
+
+import typer
+
+from rsp.console import fail
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
+
+def report(
+    run_id: str = typer.Argument(..., help="The training run id (as in its checkpoint manifests)."),
+    ledger: str = typer.Option(None, "--ledger", help="SQLAlchemy URL (default: configured ledger)."),
+) -> None:
+    """Write <runs_dir>/RUN/report.html and scores.png from every determination of the run."""
+    from rsp.settings import get_settings
+    from tasks.ledger import Ledger
+    from tasks.run_report import write_run_report
+
+    settings = get_settings()
+    try:
+        path = write_run_report(Ledger(ledger or settings.resolved_ledger_url, create=False),
+                                settings.resolved_runs_dir, run_id)
+    except Exception as exc:
+        fail(f"report failed: {type(exc).__name__}: {exc}")
+    if path is None:
+        fail(f"no determinations for run '{run_id}' in the ledger", code=1)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,170 @@
+"""The run report: every determination of one training run, read back from the ledger.
+
+A plot per benchmark of its score (with the confidence interval) against effective
+compute across the run's checkpoints, with the policy's threshold and early-warning
+lines and the first checkpoint that required more than the baseline marked; then the
+latest determination's thresholds and safeguards. Written as one standalone HTML file
+(the plot embedded, no network needed to view it) in the run's folder, and published
+as Prefect artifacts when running under Prefect. `rsp report RUN` regenerates it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from policy.determination import Determination
+
+
+def _series(dets: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[float, int, float, float, float]]]:
+    out: dict[tuple[str, str], list[tuple[float, int, float, float, float]]] = {}
+    for d in dets:
+        ck = d.get("checkpoint") or {}
+        for s in d.get("benchmarks", []):
+            if s.get("mean") is None:
+                continue
+            out.setdefault((s["benchmark"], s["metric"]), []).append(
+                (float(ck["effective_compute"]), int(ck["step"]), s["mean"], s["ci_low"], s["ci_high"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _limits(dets: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[str, float, float]]]:
+    """(benchmark, metric) → [(threshold id, threshold, early warning)] from the latest determination."""
+    out: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
+    for t in dets[-1].get("thresholds", []) if dets else []:
+        for m in t.get("measures", []):
+            out.setdefault((m["benchmark"], m["metric"]), []).append((t["id"], m["threshold"], m["early_warning"]))
+    return out
+
+
+def first_escalation(dets: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first determination that required more than the baseline level."""
+    for d in sorted(dets, key=lambda d: d["checkpoint"]["step"]):
+        if d.get("required_level_rank", 0) > 0:
+            return d
+    return None
+
+
+def plot_png(dets: list[dict[str, Any]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series, limits = _series(dets), _limits(dets)
+    keys = sorted(series)
+    cols = 3 if len(keys) > 4 else max(1, len(keys))
+    rows = max(1, math.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    crossing = first_escalation(dets)
+    for ax, key in zip(axes.flat, keys):
+        pts = series[key]
+        x = [p[0] for p in pts]
+        y = [p[2] for p in pts]
+        err = [[p[2] - p[3] for p in pts], [p[4] - p[2] for p in pts]]
+        ax.errorbar(x, y, yerr=err, fmt="o-", color="#1f4e79", ms=4, capsize=3, lw=1.2, label="mean, 95% CI")
+        for tid, thr, ew in limits.get(key, []):
+            ax.axhline(thr, color="#c0392b", lw=1, ls="-")
+            ax.axhline(ew, color="#e69f00", lw=1, ls="--")
+            ax.annotate(tid, (1.0, thr), xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                        fontsize=7, color="#c0392b")
+        if crossing is not None:
+            ax.axvline(crossing["checkpoint"]["effective_compute"], color="#7f8c8d", lw=1, ls=":")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{key[0]} ({key[1]})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("effective compute (FLOP)", fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(title + "  —  red: threshold, orange dashed: early warning, dotted: first escalation",
+                 fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes) -> str:
+    from tasks.report import threshold_rows
+
+    latest = Determination.model_validate({k: v for k, v in dets[-1].items()
+                                           if k in Determination.model_fields})
+    crossing = first_escalation(dets)
+    per_ckpt = [[d["checkpoint"]["step"], f"{d['checkpoint']['effective_compute']:.2e}", d.get("assessment"),
+                 d["required_level"], d["decision"], ", ".join(d.get("halts", [])) or "—"] for d in dets]
+    thr = [[r["threshold"], r["status"], r["benchmark"], r["n"], f"{r['mean']} {r['interval']}",
+            r["threshold_value"], r["early_warning"], r["triggers"]] for r in threshold_rows(latest)]
+    checks = {c.id: c for c in latest.safeguards or ()}
+    sg = [[r.id, r.kind, ", ".join(r.required_by), checks[r.id].state if r.id in checks else "not verified",
+           checks[r.id].evidence if r.id in checks else ""] for r in latest.required_safeguards]
+    cross = (f"first escalation: step {crossing['checkpoint']['step']} → {crossing['required_level']} "
+             f"({'; '.join(crossing.get('level_reasons', []))})" if crossing else "no escalation above baseline")
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}"
+             "th{background:#f4f4f4}.halt{color:#b00;font-weight:bold}.ok{color:#070;font-weight:bold}")
+    verdict = (f"<span class='halt'>HALT ({', '.join(latest.halts)})</span>" if latest.decision == "halt"
+               else "<span class='ok'>PROCEED</span>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rsp-gate report: {html.escape(run_id)}</title>
+<style>{style}</style></head><body>
+<h1>Run {html.escape(run_id)}</h1>
+<p>Policy {html.escape(latest.policy.name)} v{html.escape(latest.policy.version)} (sha256
+<code>{latest.policy.sha256[:16]}</code>) · {len(dets)} determinations · {html.escape(cross)}</p>
+<p>Latest decision: {verdict} · required level <b>{html.escape(latest.required_level)}</b></p>
+<img alt="scores against effective compute" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<h2>Checkpoints</h2>{_table(["step", "effective compute", "assessment", "level", "decision", "halts"], per_ckpt)}
+<h2>Thresholds (latest checkpoint)</h2>
+{_table(["threshold", "status", "benchmark", "n", "mean [CI]", "limit", "early warning", "triggers"], thr)}
+<h2>Safeguards (latest checkpoint)</h2>
+{_table(["safeguard", "kind", "required by", "state", "evidence"], sg) if sg else "<p>None required.</p>"}
+<h2>Decision</h2><ul>{"".join(f"<li>{html.escape(r)}</li>" for r in latest.decision_reasons)}</ul>
+<p><small>Every row above is read from the hash-chained ledger; verify it with <code>rsp audit verify</code>.</small></p>
+</body></html>
+"""
+
+
+def write_run_report(ledger: Any, runs_dir: Path, run_id: str) -> Path | None:
+    """Regenerate <runs_dir>/<run_id>/report.html (+ scores.png) from the ledger; None if no determinations."""
+    from tasks.run_folder import write_atomic
+
+    dets = sorted(ledger.determinations(run_id), key=lambda d: (d["checkpoint"]["step"]))
+    if not dets:
+        return None
+    folder = Path(runs_dir) / run_id
+    png = plot_png(dets, f"run {run_id}")
+    write_atomic(folder / "scores.png", png)
+    path = folder / "report.html"
+    write_atomic(path, render_html(run_id, dets, png).encode())
+    _publish(run_id, path, dets)
+    return path
+
+
+def _publish(run_id: str, path: Path, dets: list[dict[str, Any]]) -> None:
+    try:
+        from prefect.artifacts import create_link_artifact
+        from prefect.context import FlowRunContext
+
+        from tasks.report import artifact_key
+
+        if FlowRunContext.get() is None:
+            return
+        latest = dets[-1]
+        create_link_artifact(path.resolve().as_uri(), link_text=f"Run report: {run_id}",
+                             key=artifact_key(f"run-report-{run_id}"),
+                             description=f"{len(dets)} determinations; latest: {latest['required_level']}, "
+                                         f"{latest['decision']}")
+    except Exception as exc:  # the file is the record; a UI link failing must not lose it
+        import logging
+
+        logging.getLogger(__name__).warning("could not publish the run report link: %s", exc)
