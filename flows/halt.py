@@ -29,6 +29,7 @@ def record_halt(
     activities: list[str] | None,
     runs: list[str] | None,
     reason: str | None,
+    cause: str | None,
     opened_by: str,
     ledger_url: str | None,
     policy_ref: str | None,
@@ -41,7 +42,12 @@ def record_halt(
     if policy_ref is not None:
         from tasks.inputs import read_policy
 
-        policy = read_policy(policy_ref)
+        try:
+            policy = read_policy(policy_ref)
+        except Exception as exc:  # noqa: BLE001 - never let a missing detail stop a halt being recorded
+            # Without the policy the record says "approvals per the policy" (by sha256); the halt stands.
+            get_run_logger().warning("policy %s unreadable (%s); recording the halt without approver rules",
+                                     policy_ref, exc)
     if determination is not None:
         halt, created = open_halt(determination, ledger_url=ledger_url, runs=runs, seq=determination_seq,
                                   subject=determination_subject, policy=policy, opened_by=opened_by)
@@ -49,7 +55,7 @@ def record_halt(
         if not reason:
             raise ValueError("a halt without a determination needs a reason")
         halt, created = open_manual_halt(reason, activities or ["training", "deployment"], runs=runs,
-                                         opened_by=opened_by, ledger_url=ledger_url, policy=policy)
+                                         opened_by=opened_by, cause=cause, ledger_url=ledger_url, policy=policy)
     return {"halt_id": halt.halt_id, "created": created, "opened_seq": halt.opened_seq, "payload": halt.payload,
             "is_open": halt.is_open}
 
@@ -82,6 +88,7 @@ def halt(
     activities: list[str] | None = None,
     runs: list[str] | None = None,
     reason: str | None = None,
+    cause: str | None = None,
     opened_by: str = "halt-flow",
     policy: str | None = None,
     ledger_url: str | None = None,
@@ -89,13 +96,14 @@ def halt(
     scaling_tag: str | None = None,
 ) -> dict[str, Any]:
     """Halt scaling for a determination (its JSON, with where it sits in the ledger), or, with
-    no determination, for an operator's `reason` and `activities`. `policy` (path or bundled
+    no determination, for an operator's `reason` and `activities` (`cause`, when given, makes
+    such a halt idempotent: the same cause opens one halt, ever). `policy` (path or bundled
     id) supplies the approver rules recorded as what lifts the halt; `scaling_tag` overrides
     the configured tag that marks scaling deployments."""
     log = get_run_logger()
     recorded = record_halt(
         determination, determination_seq=determination_seq, determination_subject=determination_subject,
-        activities=activities, runs=runs, reason=reason, opened_by=opened_by, ledger_url=ledger_url,
+        activities=activities, runs=runs, reason=reason, cause=cause, opened_by=opened_by, ledger_url=ledger_url,
         policy_ref=policy,
     )
     if not recorded["is_open"]:

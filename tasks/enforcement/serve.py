@@ -1,0 +1,96 @@
+"""Serving scaling deployments so that a halt survives a serve restart.
+
+Prefect's `serve` pauses its deployments on SIGTERM and un-pauses them when it starts
+again, including one a halt paused (PITFALLS.md). `serve_scaling` therefore does what
+`prefect.serve` does, with two additions:
+
+1. after the runner has registered (and so un-paused) the deployments and before it polls
+   for a single run, it reconciles: every open halt is re-applied from the ledger;
+2. a daemon thread reconciles again every `reconcile_every` seconds while serving, which
+   also catches someone resuming a deployment in the UI.
+
+Runs the runner picks up in the window before (1) completes cannot slip through either:
+the scaling flow's own gate check refuses to start them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+    from tasks.enforcement.reconcile import ReconcileReport
+
+log = logging.getLogger("rsp.enforcement.serve")
+
+
+def _reconcile_loop(stop: threading.Event, every: float, run_once: Callable[[], Any]) -> None:
+    while not stop.wait(every):
+        try:
+            run_once()
+        except Exception:
+            log.exception("periodic reconcile failed")
+
+
+def serve_scaling(
+    *deployments: RunnerDeployment,
+    reconcile_every: float = 30.0,
+    ledger_url: str | None = None,
+    api_url: str | None = None,
+    scaling_tag: str | None = None,
+    names: Sequence[str] | None = None,
+    limit: int | None = None,
+    ensure_automation: bool = True,
+    on_ready: Callable[[ReconcileReport], None] | None = None,
+    **runner_kwargs: Any,
+) -> None:
+    """Serve `deployments` (blocks, like `prefect.serve`), reconciling open halts at start-up
+    and every `reconcile_every` seconds. `on_ready` is called with the start-up reconcile
+    report once the deployments are registered and the halts re-applied."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    from tasks.enforcement.automation import ensure_halt_automation
+    from tasks.enforcement.prefect_api import resolve_api_url, short_error
+    from tasks.enforcement.reconcile import reconcile
+    from tasks.ledger import Ledger
+
+    url = resolve_api_url(api_url)
+    ledger = Ledger(ledger_url)
+
+    def run_once() -> ReconcileReport:
+        report = reconcile(ledger=ledger, api_url=url, scaling_tag=scaling_tag, names=names)
+        log.info(report.summary())
+        return report
+
+    runner = Runner(pause_on_shutdown=True, limit=limit, **runner_kwargs)
+    for deployment in deployments:
+        deployment.work_pool_name = None  # served deployments run here, not in a work pool
+        runner.add_deployment(deployment)  # registers with the API, un-pausing it
+    first = run_once()
+    if ensure_automation:
+        try:
+            ensure_halt_automation(api_url=url, ledger=ledger, scaling_tag=scaling_tag, names=names)
+        except Exception as exc:  # noqa: BLE001 - best effort by design; the gate is the guarantee
+            log.warning("halt automation not set up: %s", short_error(exc))
+    stop = threading.Event()
+    loop = threading.Thread(target=_reconcile_loop, args=(stop, reconcile_every, run_once),
+                            name="rsp-reconcile", daemon=True)
+    loop.start()
+    if on_ready is not None:
+        on_ready(first)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        log.info("received %s, shutting down", type(exc).__name__)
+    finally:
+        stop.set()
+
+
+__all__ = ["serve_scaling"]
