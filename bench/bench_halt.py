@@ -56,15 +56,27 @@ def resume_all(ids: list[str]) -> None:
 
 
 def decision_to_halt(n: int, repeat: int, workdir: Path) -> dict[str, list[float]]:
+    import tasks.enforcement.enforce as enforce_module
     from tasks.enforcement import apply_halt, open_manual_halt
     from tasks.gate import ScalingGate
     from tasks.ledger import Ledger
+
+    pauses: list[float] = []
+    real_pause = enforce_module.pause_deployment
+
+    def timed_pause(client: Any, deployment_id: str) -> None:
+        # Per-request timing, to tell the request's own cost from waits on the server's database lock.
+        t = time.perf_counter()
+        real_pause(client, deployment_id)
+        pauses.append(time.perf_counter() - t)
+
+    enforce_module.pause_deployment = timed_pause  # type: ignore[assignment]
 
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     ids = register(n, tag, f"lat{n}")
     ledger = Ledger(f"sqlite:///{workdir / f'lat-{n}.db'}")
     gate = ScalingGate(ledger=ledger)
-    out: dict[str, list[float]] = {"record": [], "gate": [], "total": []}
+    out: dict[str, list[float]] = {"record": [], "gate": [], "total": [], "pause": pauses}
     for r in range(repeat):
         resume_all(ids)
         # Let the server finish the work the resumes caused (events, scheduler): a decision does
@@ -83,6 +95,7 @@ def decision_to_halt(n: int, repeat: int, workdir: Path) -> dict[str, list[float
         out["gate"].append(t_gate - t0)
         out["total"].append(t_done - t0)
         ledger.append("halt.lifted", halt.halt_id, {"halt_id": halt.halt_id})
+    enforce_module.pause_deployment = real_pause  # type: ignore[assignment]
     return out
 
 
@@ -187,6 +200,7 @@ def main() -> None:
                 rows.append((f"decision-to-halt, {n} deployment(s): ledger record", median_ms(lat["record"])))
                 rows.append((f"decision-to-halt, {n} deployment(s): gate closed", median_ms(lat["gate"])))
                 rows.append((f"decision-to-halt, {n} deployment(s): all paused (apply done)", median_ms(lat["total"])))
+                rows.append((f"  one pause request, {n} deployment(s) (median, min-max)", median_ms(lat["pause"])))
             for n in (1, args.many):
                 rows.append((f"reconcile, nothing drifted, {n} deployment(s)",
                              median_ms(reconcile_idle(n, args.repeat, workdir))))
