@@ -251,8 +251,9 @@ def _enforce(det: Determination, event: Any, policy_ref: str) -> dict[str, Any]:
             "apply_error": applied.get("error")}
 
 
-def _enforce_unreadable_policy(key: str, error: str) -> None:
+def _enforce_unreadable_policy(where: str, error: str) -> None:
+    """No policy, no determination: halt all scaling, once per place the policy failed to load."""
     from flows.halt import halt
 
-    halt(reason=f"policy unreadable while evaluating {key}: {error}", activities=["training", "deployment"],
-         opened_by="evaluate")
+    halt(reason=f"policy unreadable while evaluating {where}: {error}", activities=["training", "deployment"],
+         cause=f"policy-unreadable:{where}", opened_by="evaluate")

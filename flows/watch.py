@@ -68,7 +68,14 @@ def watch(
     settings = get_settings()
     ledger = Ledger(settings.resolved_ledger_url)
     reconciled = _reconcile(logger)
-    pol = read_policy(policy)  # an unreadable policy fails the tick loudly before anything is claimed
+    try:
+        pol = read_policy(policy)
+    except Exception as exc:  # fail closed: no policy means no evaluation can clear anything
+        from flows.evaluate import _enforce_unreadable_policy
+
+        logger.error("policy %s unreadable, halting all scaling: %s", policy, exc)
+        _enforce_unreadable_policy(f"policy {policy}", f"{type(exc).__name__}: {exc}")
+        raise
     st = from_uri(store, settings, create=store is None)
     cursor_file = _cursor_path(settings.home, st.uri)
     scan = st.scan(_load_cursor(cursor_file), full=full_scan)
@@ -135,7 +142,7 @@ def _reconcile(logger: Any) -> Any:
     except ImportError:
         return None
     try:
-        return reconcile()
+        return reconcile().to_dict()
     except Exception as exc:  # reported, never fatal: the gate still holds while Prefect drifts
         logger.error("halt reconcile failed: %s", exc)
         return {"error": str(exc)}

@@ -11,8 +11,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 
 def _config_file() -> Path:
@@ -39,6 +41,17 @@ class Settings(BaseSettings):
     max_concurrent_evaluations: int = Field(2, ge=1, le=64)
     claim_lease_s: float = Field(900.0, gt=0)
     scaling_tag: str = Field("scaling", description="Prefect deployments with this tag are halted by a halt.")
+    # Comma-separated in the environment (RSP_SCALING_DEPLOYMENTS=train/big,ship/api), a list in rsp.yaml.
+    scaling_deployments: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Deployment names halted besides those tagged with scaling_tag."
+    )
+
+    @field_validator("scaling_deployments", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
     safeguard_bucket: str | None = Field(
         None, description="Bucket the checkpoint_bucket_hardening check inspects; default: the s3:// checkpoint store's."
     )
