@@ -103,6 +103,20 @@ class _TinyTorchTrainer:
             return {f"hf/{p.name}": p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
+def _await_determination(gate: ScalingGate, run_id: str, step: int, timeout_s: float, ledger_url: str | None
+                         ) -> None:
+    from tasks.ledger import Ledger
+
+    ledger = Ledger(ledger_url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        gate.check(run_id, ACTIVITY)  # a halt that lands while waiting stops the run at once
+        if any(d["checkpoint"]["step"] == step for d in ledger.determinations(run_id)):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"no determination for {run_id} step {step} within {timeout_s:g} s; not training further")
+
+
 def _simulated_files(run_id: str, step: int, compute: float) -> dict[str, bytes]:
     # Deterministic bytes: the same run and step always produce the same "weights".
     seed = hashlib.sha256(f"{run_id}:{step}:{compute!r}".encode()).digest()
@@ -119,11 +133,15 @@ def train_demo(
     step_seconds: float = 1.0,
     model: Literal["simulated", "tiny-torch"] = "simulated",
     ledger_url: str | None = None,
+    await_evaluation_s: float = 0.0,
 ) -> dict[str, Any]:
     """Train `steps` more steps of `run_id`, one checkpoint per step, checking the gate first.
 
     Resumes after the run's last checkpoint in the store. Raises `ScalingHalted` when a
-    halt covers the run, at start (recorded as `scaling.run_blocked`) or before a step."""
+    halt covers the run, at start (recorded as `scaling.run_blocked`) or before a step.
+    With `await_evaluation_s` > 0 each step first waits (up to that long) for the previous
+    checkpoint's determination, as a lab does that gates every training stage on its
+    evaluation; no determination in time stops the run (no evaluation, no more scaling)."""
     from tasks.manifest import HuggingFaceModel, new_manifest
     from tasks.stores import checkpoint_key, from_uri
 
@@ -137,6 +155,8 @@ def train_demo(
     trainer = _TinyTorchTrainer(seed=first) if model == "tiny-torch" else None
     written: list[str] = []
     for step in range(first, first + steps):
+        if await_evaluation_s > 0 and written:
+            _await_determination(gate, run_id, step - 1, await_evaluation_s, ledger_url)
         gate.check(run_id, ACTIVITY)
         started = time.monotonic()
         compute = effective_compute(start_compute, compute_growth, step)
