@@ -369,11 +369,16 @@ def test_context_validation_and_settings(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("RSP_SAFEGUARD_BUCKET", "weights-bucket")
     monkeypatch.setenv("RSP_MISUSE_PROBE_URL", "http://classifier:8080")
     monkeypatch.setenv("RSP_MISUSE_PROBE_TIMEOUT_S", "2.5")
+    settings = Settings(home=tmp_path, checkpoint_store="s3://ckpt-bucket/runs", s3_endpoint_url="http://s3:9000")
+    ctx = VerificationContext.from_settings(settings, now=NOW)
+    assert (ctx.bucket, ctx.probe_url, ctx.probe_timeout_s) == ("weights-bucket", "http://classifier:8080", 2.5)
     ctx = VerificationContext.from_settings(settings, now=NOW, probe_timeout_s=1.0)
-    assert (ctx.bucket, ctx.probe_url, ctx.probe_timeout_s) == ("weights-bucket", "http://classifier:8080", 1.0)
+    assert ctx.probe_timeout_s == 1.0
+    # The settings validate the environment: a bad value is refused before any check runs.
     monkeypatch.setenv("RSP_MISUSE_PROBE_TIMEOUT_S", "soon")
-    with pytest.raises(ValueError, match="RSP_MISUSE_PROBE_TIMEOUT_S"):
-        VerificationContext.from_settings(settings, now=NOW)
+    with pytest.raises(ValueError, match="misuse_probe_timeout_s"):
+        Settings(home=tmp_path)
+    monkeypatch.delenv("RSP_MISUSE_PROBE_TIMEOUT_S")
     # A bad evidence store URI does not stop the round: attestations read unknown.
     ctx = VerificationContext.from_settings(Settings(home=tmp_path, evidence_store="ftp://x/y"), now=NOW,
                                             probe_timeout_s=1.0)
