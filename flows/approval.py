@@ -1,0 +1,144 @@
+"""Prefect UI approvals: a flow run that pauses for an approval form and records each answer.
+
+    await_approval(halt_id, timeout_s=3600)
+
+The run pauses with `pause_flow_run(wait_for_input=ApprovalInput, timeout=...)`; the Prefect
+UI shows the form (approver, decision, justification) on the paused run's Resume button,
+and `resume_flow_run(flow_run_id, run_input={...})` does the same from code. Each answer is
+checked by the same rules as Slack and the CLI (roster, approver roles, distinct people,
+rounds) and recorded as a vote in the ledger; then the run pauses again, until the quorum
+is reached (it then tries to lift), the round is rejected, the halt is lifted elsewhere,
+or time runs out.
+
+What the field taught us (DESIGN.md): the UI only DELIVERS a vote, the ledger decides. A
+wait that times out records `approval.wait_timed_out` and approves nothing; the run ends
+Completed with outcome "timed_out" rather than Failed, so a timeout is not mistaken for
+a crash, and the halt stays until the ledger says otherwise. Anyone who can open the
+Prefect UI can type any approver name: the form is an honour system unless the Prefect UI
+itself is behind authentication (see the report's limitations).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+WAIT_STARTED = "approval.wait_started"
+WAIT_TIMED_OUT = "approval.wait_timed_out"
+WAIT_ENDED = "approval.wait_ended"
+
+
+class ApprovalInput(RunInput):
+    """The form the Prefect UI shows on the paused run."""
+
+    approver: str = Field(description="Your person id in the roster (e.g. alice)", min_length=1, max_length=200)
+    decision: Literal["approve", "reject"] = Field(description="approve lifting the halt, or reject this request")
+    justification: str = Field(description="Why: this goes into the audit ledger", min_length=1, max_length=2000)
+
+
+def _flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = getattr(ctx, "flow_run", None)
+    return None if run is None else str(run.id)
+
+
+@flow(name="await-approval", retries=0, log_prints=False)
+def await_approval(
+    halt_id: str,
+    timeout_s: int = 3600,
+    poll_interval_s: int = 5,
+    ledger_url: str | None = None,
+    lift: bool = True,
+    api_url: str | None = None,
+    scaling_tag: str | None = None,
+) -> dict[str, Any]:
+    """Pause for approval forms until quorum, rejection, lift or `timeout_s` (total, across
+    every pause). Returns {"outcome": lifted | refused | rejected | already_lifted | timed_out | ...}."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    from tasks.approvals.config import ApprovalConfig
+    from tasks.approvals.lift import handle_recorded_vote
+    from tasks.approvals.state import VOTE_REFUSED, approval_state
+    from tasks.approvals.votes import VoteRequest, record_vote
+    from tasks.ledger import Ledger
+    from tasks.safeguards.roster import load_roster
+
+    log = get_run_logger()
+    ledger = Ledger(ledger_url)
+    run_id = _flow_run_id()
+    halt = ledger.halt(halt_id)
+    if halt is None:
+        raise ValueError(f"await_approval: no halt {halt_id!r} in ledger {ledger.url}")
+    started = time.monotonic()
+    ledger.append(WAIT_STARTED, halt_id, {"halt_id": halt_id, "flow_run_id": run_id, "timeout_s": timeout_s})
+    votes: list[dict[str, Any]] = []
+
+    def end(outcome: str, **extra: Any) -> dict[str, Any]:
+        ledger.append(WAIT_ENDED, halt_id, {"halt_id": halt_id, "flow_run_id": run_id, "outcome": outcome,
+                                            "votes": len(votes)})
+        return {"halt_id": halt_id, "outcome": outcome, "flow_run_id": run_id, "votes": votes, **extra}
+
+    pause = 0
+    while True:
+        halt = ledger.halt(halt_id)
+        if halt is None or not halt.is_open:
+            return end("already_lifted")
+        state = approval_state(ledger, halt)
+        if state.tally is not None and state.tally.rejected:
+            return end("rejected", rejected_by=state.tally.rejected_by)
+        left = timeout_s - (time.monotonic() - started)
+        if left < 1:
+            return _timed_out(ledger, halt_id, run_id, started, end)
+        pause += 1
+        try:
+            answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=int(left),
+                                    poll_interval=max(1, poll_interval_s), key=f"approval-{pause}")
+        except FlowPauseTimeout:
+            return _timed_out(ledger, halt_id, run_id, started, end)
+        except Exception as exc:  # noqa: BLE001 - input that cannot be loaded is refused, and we ask again
+            ledger.append(VOTE_REFUSED, halt_id, {"halt_id": halt_id, "code": "bad_input", "channel": "prefect-ui",
+                                                  "channel_ref": run_id, "reason": f"unreadable input: {exc}"[:500]})
+            log.warning("approval input could not be read: %s", exc)
+            continue
+        roster = load_roster(ApprovalConfig.from_settings().roster_path)
+        req = VoteRequest(halt_id=halt_id, decision=answer.decision, person=answer.approver.strip(),
+                          justification=answer.justification, channel="prefect-ui", channel_ref=run_id)
+        outcome = record_vote(req, ledger=ledger, roster=roster)
+        votes.append({"person": outcome.person, "decision": outcome.decision, "status": outcome.code,
+                      "message": outcome.message})
+        log.info("approval form: %s", outcome.message)
+        if not outcome.ok:
+            continue
+        lifted = handle_recorded_vote(outcome, ledger=ledger, roster=roster, lift=lift, api_url=api_url,
+                                      scaling_tag=scaling_tag)
+        if lifted is not None:
+            log.info(lifted.message)
+            if lifted.lifted:
+                return end("lifted" if lifted.status == "lifted" else "already_lifted", lift=lifted.to_dict())
+            # Quorum reached but safeguards missing: the halt stays; more waiting will not change that.
+            return end("refused", lift=lifted.to_dict())
+
+
+def _timed_out(ledger: Any, halt_id: str, run_id: str | None, started: float, end: Any) -> dict[str, Any]:
+    waited = round(time.monotonic() - started, 1)
+    event = ledger.append(WAIT_TIMED_OUT, halt_id, {
+        "halt_id": halt_id, "flow_run_id": run_id, "waited_s": waited,
+        "note": "a timed-out wait approves nothing; the halt stays until the ledger holds a quorum"})
+    try:
+        from tasks.notify import messages
+        from tasks.notify.dispatch import notify
+
+        notify(messages.wait_timed_out(halt_id, event.seq, event.payload), ledger=ledger)
+    except Exception:  # noqa: BLE001 - the timeout is recorded; a notification failure is the dispatcher's
+        get_run_logger().exception("could not notify the approval timeout")
+    return end("timed_out", waited_s=waited)
+
+
+__all__ = ["ApprovalInput", "await_approval"]
