@@ -148,6 +148,11 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     ledger = Ledger(cfg.ledger_url)
     roster = RosterCache(cfg.approvals.roster_path)
     seen = SeenRequests(cfg.approvals.state_url, window_s=cfg.approvals.replay_window_s, clock=cfg.clock)
+    dispatcher = cfg.dispatcher
+    if dispatcher is None and cfg.notify:
+        from tasks.notify.dispatch import Dispatcher
+
+        dispatcher = Dispatcher(ledger=ledger, settings=cfg.settings)  # one outbox connection for the service
     limit = cfg.approvals.max_body_bytes
     window = cfg.approvals.replay_window_s
 
@@ -160,7 +165,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
 
         try:
             handle_recorded_vote(outcome, ledger=ledger, settings=cfg.settings, policy=cfg.policy,
-                                 roster=roster.get(), dispatcher=cfg.dispatcher, lift=cfg.lift, notify=cfg.notify,
+                                 roster=roster.get(), dispatcher=dispatcher, lift=cfg.lift, notify=cfg.notify,
                                  api_url=cfg.api_url, scaling_tag=cfg.scaling_tag, **cfg.lift_kwargs)
         except Exception:
             log.exception("after recording vote %s on %s", outcome.seq, outcome.halt_id)
@@ -185,6 +190,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         yield
         # Shutting down: let queued follow-ups and lift attempts finish (bounded), then stop the worker.
         await run_in_threadpool(_drain, work, 30.0)
+        if dispatcher is not None and dispatcher is not cfg.dispatcher:
+            dispatcher.close()
+        seen.close()
 
     app = FastAPI(title="rsp-gate approvals", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.ledger = ledger

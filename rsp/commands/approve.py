@@ -243,7 +243,8 @@ def notify_retry(
 
     store = _ledger("notify retry", ledger)
     try:
-        results = Dispatcher(ledger=store, settings=_settings("notify retry")).retry_pending(force=force)
+        with Dispatcher(ledger=store, settings=_settings("notify retry")) as dispatcher:
+            results = dispatcher.retry_pending(force=force)
     except ValueError as exc:
         _die("notify retry", exc)
     failed = [r for r in results if r.status == "failed"]

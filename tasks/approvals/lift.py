@@ -85,12 +85,10 @@ def _roster(roster: Roster | None, settings: Any) -> Roster:
 def _notify(dispatcher: Dispatcher | None, ledger: Ledger, settings: Any, build: Any, halt_id: str) -> None:
     """Send one notification and refresh the halt message; a failure here never undoes a decision."""
     try:
-        from tasks.notify.dispatch import Dispatcher
+        from tasks.notify.dispatch import notify
 
-        d = dispatcher or Dispatcher(ledger=ledger, settings=settings)
-        d.send(build())
-        d.refresh_parent(halt_id)
-    except Exception:
+        notify(build(), ledger=ledger, settings=settings, dispatcher=dispatcher)
+    except Exception:  # delivery failures are recorded by the dispatcher; this catches the rest
         log.exception("notification for %s could not be sent", halt_id)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from tasks.notify.base import Notification, Notifier, NotifyError, build_notifier
 from tasks.notify.config import NotifyConfig, redact, safe_logger
@@ -79,6 +79,19 @@ class Dispatcher:
         self.config = config or NotifyConfig.from_settings(settings)
         self._notifiers = notifiers
         self._outbox = outbox
+        self._owns_outbox = outbox is None
+
+    def close(self) -> None:
+        """Release the outbox connection this dispatcher opened (not one it was given)."""
+        if self._owns_outbox and self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def outbox(self) -> Outbox:
@@ -232,36 +245,48 @@ def notify_halt_opened(halt: Mapping[str, Any], apply_report: Mapping[str, Any] 
     `apply_report` is `ApplyReport.to_dict()`. Idempotent per halt and channel: calling it
     again sends nothing already sent. Never raises for a delivery failure (it is recorded
     and retried); raises KeyError for a halt the ledger does not hold."""
+    own = dispatcher is None
     d = dispatcher or Dispatcher(ledger=ledger, settings=settings)
-    halt_id = str(halt["halt_id"])
-    record = d.ledger.halt(halt_id)
-    if record is None:
-        raise KeyError(f"no halt {halt_id!r} in ledger {d.ledger.url}")
-    from tasks.notify import messages
+    try:
+        halt_id = str(halt["halt_id"])
+        record = d.ledger.halt(halt_id)
+        if record is None:
+            raise KeyError(f"no halt {halt_id!r} in ledger {d.ledger.url}")
+        from tasks.notify import messages
 
-    link = flow_run_link or _current_flow_run_link(d.config.ui_url)
-    opened = d.send(messages.opened(d.ledger, record, apply_report=apply_report, flow_run_link=link))
-    out: dict[str, Any] = {"halt.opened": opened.to_dict()}
-    if apply_report is not None:
-        out["apply"] = d.send(messages.applied(halt_id, apply_report)).to_dict()
-    return out
+        link = flow_run_link or _current_flow_run_link(d.config.ui_url)
+        opened = d.send(messages.opened(d.ledger, record, apply_report=apply_report, flow_run_link=link))
+        out: dict[str, Any] = {"halt.opened": opened.to_dict()}
+        if apply_report is not None:
+            out["apply"] = d.send(messages.applied(halt_id, apply_report)).to_dict()
+        return out
+    finally:
+        if own:
+            d.close()
 
 
 def notify(notification: Notification, *, ledger: Ledger | None = None, settings: Any = None,
            dispatcher: Dispatcher | None = None, refresh: bool = True) -> DispatchReport:
     """Send one notification on every configured channel; refresh the halt message after."""
+    own = dispatcher is None
     d = dispatcher or Dispatcher(ledger=ledger, settings=settings)
-    report = d.send(notification)
-    if refresh:
-        d.refresh_parent(notification.halt_id)
-    return report
+    try:
+        report = d.send(notification)
+        if refresh:
+            d.refresh_parent(notification.halt_id)
+        return report
+    finally:
+        if own:
+            d.close()
 
 
 def retry_pending(*, ledger: Ledger | None = None, settings: Any = None, dispatcher: Dispatcher | None = None,
                   force: bool = False) -> list[ChannelResult]:
     """Retry every undelivered notification that is due (call it from a watch tick or a CLI)."""
-    d = dispatcher or Dispatcher(ledger=ledger, settings=settings)
-    return d.retry_pending(force=force)
+    if dispatcher is not None:
+        return dispatcher.retry_pending(force=force)
+    with Dispatcher(ledger=ledger, settings=settings) as d:
+        return d.retry_pending(force=force)
 
 
 __all__ = ["ChannelResult", "DispatchReport", "Dispatcher", "notify", "notify_halt_opened", "retry_pending"]
