@@ -70,14 +70,17 @@ def apply_halt_task(halt_id: str, *, ledger_url: str | None, api_url: str | None
     return apply_halt(halt_id, ledger_url=ledger_url, api_url=api_url, scaling_tag=scaling_tag).to_dict()
 
 
-def notify_halt(halt: dict[str, Any], report: dict[str, Any]) -> None:
-    """HOOK (notification issue): tell people a halt was opened and whether it was applied.
+def notify_halt(halt: dict[str, Any], report: dict[str, Any], ledger_url: str | None = None) -> None:
+    """Tell people a halt was opened and whether it was applied (Slack with approve/reject buttons,
+    console, JSONL file — settings.notify). Called once per halt, by the run that created it;
+    delivery is idempotent per halt and retried from the outbox when a channel is down."""
+    from tasks.ledger import Ledger
+    from tasks.notify import notify_halt_opened
 
-    Called once per halt, by the run that created it. Replace the body with the notifiers
-    (Slack with approve/reject buttons, console, JSONL file); keep it idempotent per halt_id."""
-    log = get_run_logger()
-    state = "applied" if report.get("applied") else f"NOT applied ({report.get('error')})"
-    log.warning("HALT %s opened and %s; notification hook not wired yet", halt["halt_id"], state)
+    try:
+        notify_halt_opened(halt, report, ledger=Ledger(ledger_url) if ledger_url else None)
+    except Exception:  # the halt is in force already; a notifier fault must not fail it
+        get_run_logger().exception("halt %s: notification failed (recorded for retry)", halt["halt_id"])
 
 
 @flow(name="halt", retries=0)
@@ -111,7 +114,7 @@ def halt(
         return {"halt": recorded, "apply": None}
     report = apply_halt_task(recorded["halt_id"], ledger_url=ledger_url, api_url=api_url, scaling_tag=scaling_tag)
     if recorded["created"]:
-        notify_halt(recorded, report)
+        notify_halt(recorded, report, ledger_url)
     else:
         log.info("halt %s already open for this cause; re-applied, not re-notified", recorded["halt_id"])
     return {"halt": recorded, "apply": report}

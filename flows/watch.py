@@ -68,6 +68,7 @@ def watch(
     settings = get_settings()
     ledger = Ledger(settings.resolved_ledger_url)
     reconciled = _reconcile(logger)
+    _retry_notifications(logger)
     try:
         pol = read_policy(policy)
     except Exception as exc:  # fail closed: no policy means no evaluation can clear anything
@@ -133,6 +134,16 @@ def watch(
         "reconciled": reconciled,
     }
     return json.loads(json.dumps(summary, default=str))
+
+
+def _retry_notifications(logger: Any) -> None:
+    """Notifications that failed earlier (Slack down, rate limited) go out now; never lost."""
+    try:
+        from tasks.notify import retry_pending
+
+        retry_pending()
+    except Exception as exc:  # reported, never fatal: the outbox keeps them for the next tick
+        logger.warning("notification retry failed: %s", exc)
 
 
 def _reconcile(logger: Any) -> Any:

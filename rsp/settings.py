@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     notify: str = Field("file", description="Comma-separated notifiers: file, console, slack.")
     slack_channel: str | None = None
     slack_api_url: str | None = Field(None, description="Override Slack's Web API base URL (tests, proxies).")
+    notify_file: Path | None = Field(None, description="JSONL notifications; default <home>/notifications.jsonl.")
+    notify_outbox_url: str | None = Field(None, description="Outbox of undelivered notifications (SQLAlchemy URL).")
+    notify_retry_base_s: float = Field(30.0, gt=0, description="First retry delay of a failed notification.")
+    slack_min_interval_s: float = Field(1.0, ge=0, description="Pacing per Slack channel (Slack allows ~1/s).")
+    slack_max_retries: int = Field(2, ge=0, le=10)
+    approvals_state_url: str | None = Field(None, description="Replay guard of the approval service.")
+    approvals_max_body_bytes: int = Field(65536, ge=1024)
+    # Secrets (RSP_SLACK_BOT_TOKEN, RSP_SLACK_SIGNING_SECRET) are read from the environment only,
+    # never stored in settings, so they cannot leak into a dumped configuration.
     max_concurrent_evaluations: int = Field(2, ge=1, le=64)
     claim_lease_s: float = Field(900.0, gt=0)
     scaling_tag: str = Field("scaling", description="Prefect deployments with this tag are halted by a halt.")
