@@ -113,6 +113,16 @@ def serve_process(env: dict[str, str], home: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def approval_service(env: dict[str, str], home: Path, port: int) -> subprocess.Popen:
+    """The Slack interactivity endpoint, with a throwaway signing secret (no Slack app in the demo)."""
+    import secrets
+
+    env = {**env, "RSP_SLACK_SIGNING_SECRET": env.get("RSP_SLACK_SIGNING_SECRET") or secrets.token_hex(16)}
+    log = open(home / "approval-service.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "rsp.cli", "serve-approvals", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def flow_run_state(run_id: Any) -> str:
     from prefect import get_client
 
@@ -154,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     say(f"starting a Prefect server on 127.0.0.1:{port} (state in {home})")
     server = start_prefect_server(home, port, env)
-    serve = None
+    serve = approvals = None
+    approvals_port = free_port(8080)
     try:
         wait_http(f"{api}/health", 180, "the Prefect server")
         from rsp.settings import get_settings
@@ -167,18 +178,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(attested) or 'none'} (the others are missing)")
         say("serving the demo training flow as a scaling deployment (tags: scaling, training)")
         serve = serve_process(env, home)
+        approvals = approval_service(env, home, approvals_port)
+        wait_http(f"http://127.0.0.1:{approvals_port}/healthz", 60, "the approval service")
+        say(f"approval service (Slack interactivity) at http://127.0.0.1:{approvals_port}/slack/interactions")
         run = start_training(args)
         say(f"training run started: {args.steps} steps from {args.start_compute:.1e} FLOP, x{args.growth:g} per step")
         summary = watch_until_halted(args, run, started)
         print_summary(summary, port, args)
         return 0 if summary.get("halt") else 1
     finally:
-        if serve is not None:
-            serve.terminate()
+        for proc in (serve, approvals):
+            if proc is None:
+                continue
+            proc.terminate()
             try:
-                serve.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                serve.kill()
+                proc.kill()
         if args.no_keep_server:
             stop_pidfile(home / "prefect-server.pid")
             try:
@@ -282,6 +298,8 @@ def print_summary(s: dict[str, Any], port: int, args: argparse.Namespace) -> Non
     print(f"  RSP_HOME={os.environ['RSP_HOME']} rsp approve {halt.halt_id} --as riley --justification '...'")
     print(f"  RSP_HOME={os.environ['RSP_HOME']} rsp approve {halt.halt_id} --as casey --justification '...'")
     print(f"  RSP_HOME={os.environ['RSP_HOME']} rsp status")
+    print(f"Notifications went to {get_settings().home / 'notifications.jsonl'} (set RSP_NOTIFY=slack,file and "
+          "RSP_SLACK_BOT_TOKEN for Slack, where the message carries Approve / Reject buttons).")
     if not args.no_keep_server:
         print(f"\nPrefect UI: http://127.0.0.1:{port}  (server left running; stop it with "
               f"`python -m rsp.demo --stop --home {args.home}`)")
