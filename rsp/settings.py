@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     slack_api_url: str | None = Field(None, description="Override Slack's Web API base URL (tests, proxies).")
     notify_file: Path | None = Field(None, description="JSONL notifications; default <home>/notifications.jsonl.")
     notify_outbox_url: str | None = Field(None, description="Outbox of undelivered notifications (SQLAlchemy URL).")
-    notify_retry_base_s: float = Field(30.0, gt=0, description="First retry delay of a failed notification.")
+    notify_retry_base_s: float = Field(30.0, ge=0, description="First retry delay of a failed notification.")
     slack_min_interval_s: float = Field(1.0, ge=0, description="Pacing per Slack channel (Slack allows ~1/s).")
     slack_max_retries: int = Field(2, ge=0, le=10)
     approvals_state_url: str | None = Field(None, description="Replay guard of the approval service.")

@@ -60,7 +60,8 @@ def determination(
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+def ledger(tmp_path: Path, rsp_home: Path) -> Ledger:
+    # rsp_home isolates everything else a halt touches (notification outbox and file, reconcile state).
     return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
 
 
@@ -425,4 +426,8 @@ def test_halt_flow_records_applies_and_is_idempotent(
     assert first["halt"]["created"] and not second["halt"]["created"]
     assert first["apply"]["applied"] and second["apply"]["applied"]
     assert deployment_paused(dep_id)
-    assert [e.kind for e in ledger.events()] == ["halt.opened", "halt.applied"]
+    kinds = [e.kind for e in ledger.events()]
+    # one halt, applied once; only the run that created it announced it (the second did not re-notify)
+    assert kinds[:2] == ["halt.opened", "halt.applied"] and set(kinds[2:]) == {"notification.sent"}
+    sent = [e for e in ledger.events(kind="notification.sent")]
+    assert len({e.payload.get("key") or e.subject for e in sent}) == len(sent)  # nothing sent twice

@@ -75,12 +75,15 @@ def safe_logger(name: str) -> logging.Logger:
 
 
 def configured(settings: Any, name: str, default: Any = None) -> Any:
-    """`settings.<name>` if that field exists and is set, else $RSP_<NAME>, else `default`."""
-    value = getattr(settings, name, None) if settings is not None else None
-    if value is not None and value != "":
-        return value
+    """$RSP_<NAME> if set, else `settings.<name>` if set, else `default`.
+
+    The environment is read first, as Settings itself ranks it above the config file, so a
+    value changed after the (cached) settings were built still takes effect."""
     env = os.environ.get(f"RSP_{name.upper()}")
-    return env if env else default
+    if env:
+        return env
+    value = getattr(settings, name, None) if settings is not None else None
+    return value if value is not None and value != "" else default
 
 
 def _float(settings: Any, name: str, default: float) -> float:
