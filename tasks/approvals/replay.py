@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, delete, event, insert
-from sqlalchemy.engine import make_url
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, insert
 from sqlalchemy.exc import IntegrityError
+
+from tasks.state_db import open_state_engine
 
 METADATA = MetaData()
 SEEN = Table(
@@ -32,26 +31,7 @@ PRUNE_EVERY_S = 60.0
 
 class SeenRequests:
     def __init__(self, url: str, *, window_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
-        parsed = make_url(url)
-        kwargs: dict[str, Any] = {}
-        if parsed.drivername.startswith("sqlite"):
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30.0, "check_same_thread": False}
-        self._engine = create_engine(url, **kwargs)
-        if self._engine.dialect.name == "sqlite":
-            @event.listens_for(self._engine, "connect")
-            def _wal(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                try:
-                    cur.execute("PRAGMA journal_mode = WAL")
-                    # WAL + NORMAL survives a process crash (not a power cut) without an fsync per
-                    # request; a replay of an already-recorded vote would only be a duplicate anyway.
-                    cur.execute("PRAGMA synchronous = NORMAL")
-                except Exception:  # noqa: BLE001, S110 - optimisation only
-                    pass
-                finally:
-                    cur.close()
+        self._engine = open_state_engine(url)
         METADATA.create_all(self._engine)
         self.window_s = window_s
         self._clock = clock

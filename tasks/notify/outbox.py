@@ -20,7 +20,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -31,14 +30,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+from tasks.state_db import open_state_engine
 
 METADATA = MetaData()
 OUTBOX = Table(
@@ -83,27 +82,7 @@ def _row(r: Any) -> OutboxRow:
 
 
 def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    kwargs: dict[str, Any] = {}
-    if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30.0, "check_same_thread": False}
-    engine = create_engine(url, **kwargs)
-    if engine.dialect.name == "sqlite":
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute("PRAGMA journal_mode = WAL")
-                # WAL + NORMAL: no fsync per commit. The ledger is the durable record; losing the
-                # last instant of this table in a power cut costs at most one repeated delivery.
-                cur.execute("PRAGMA synchronous = NORMAL")
-                cur.execute("PRAGMA busy_timeout = 30000")
-            except Exception:  # noqa: BLE001, S110 - an optimisation; the default journal still works
-                pass
-            finally:
-                cur.close()
+    engine = open_state_engine(url)
     METADATA.create_all(engine)
     return engine
 
