@@ -60,7 +60,13 @@ def run_benchmark_task(info: CheckpointInfo, benchmark: Benchmark, log_dir: str,
 def quality_task(table: SampleTable, policy: Any, required: list[str], docs_dir: str) -> Any:
     from tasks.quality import check_quality
 
-    return check_quality(table, policy, required, docs_dir=Path(docs_dir))
+    report = check_quality(table, policy, required, docs_dir=Path(docs_dir))
+    if report.docs_path:
+        from prefect.artifacts import create_link_artifact
+
+        create_link_artifact(Path(report.docs_path).resolve().as_uri(), link_text="great-expectations Data Docs",
+                             description=f"Data-quality validation: {'passed' if report.passed else 'FAILED'}")
+    return report
 
 
 @task(name="verify-safeguards", cache_policy=NO_CACHE)
