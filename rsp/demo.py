@@ -181,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         approvals = approval_service(env, home, approvals_port)
         wait_http(f"http://127.0.0.1:{approvals_port}/healthz", 60, "the approval service")
         say(f"approval service (Slack interactivity) at http://127.0.0.1:{approvals_port}/slack/interactions")
-        run = start_training(args)
-        say(f"training run started: {args.steps} steps from {args.start_compute:.1e} FLOP, x{args.growth:g} per step")
-        summary = watch_until_halted(args, run, started)
-        print_summary(summary, port, args)
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+        # The environment is read once per process; pin this process's Prefect client to the demo server.
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_UI_URL: f"http://127.0.0.1:{port}"}):
+            run = start_training(args)
+            say(f"training run started: {args.steps} steps from {args.start_compute:.1e} FLOP, "
+                f"x{args.growth:g} per step")
+            summary = watch_until_halted(args, run, started)
+            print_summary(summary, port, args)
         return 0 if summary.get("halt") else 1
     finally:
         for proc in (serve, approvals):
