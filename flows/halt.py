@@ -83,6 +83,20 @@ def notify_halt(halt: dict[str, Any], report: dict[str, Any], ledger_url: str | 
         get_run_logger().exception("halt %s: notification failed (recorded for retry)", halt["halt_id"])
 
 
+def _open_ui_approval(halt_id: str) -> None:
+    """Start an approval form in the Prefect UI for this halt, where the `approval` deployment is
+    served (`rsp serve`). Best effort: Slack and `rsp approve` work without it, and the form only
+    delivers votes; the ledger decides."""
+    log = get_run_logger()
+    try:
+        from prefect.deployments import run_deployment
+
+        run_deployment("await-approval/approval", parameters={"halt_id": halt_id}, timeout=0)
+        log.info("halt %s: approval form opened in the Prefect UI (flow await-approval)", halt_id)
+    except Exception as exc:  # no such deployment (not served here): nothing to open
+        log.debug("no Prefect UI approval form for halt %s: %s", halt_id, exc)
+
+
 @flow(name="halt", retries=0)
 def halt(
     determination: dict[str, Any] | None = None,
@@ -115,6 +129,7 @@ def halt(
     report = apply_halt_task(recorded["halt_id"], ledger_url=ledger_url, api_url=api_url, scaling_tag=scaling_tag)
     if recorded["created"]:
         notify_halt(recorded, report, ledger_url)
+        _open_ui_approval(recorded["halt_id"])
     else:
         log.info("halt %s already open for this cause; re-applied, not re-notified", recorded["halt_id"])
     return {"halt": recorded, "apply": report}

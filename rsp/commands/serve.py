@@ -44,9 +44,14 @@ def build_deployments(policy: str, interval: float, store: str | None, with_demo
     try:
         from flows.approval import await_approval
 
+        from flows.resume import resume
+
         deployments.append(await_approval.to_deployment(
-            name="approval", tags=["rsp", "approval"],
+            name="approval", tags=["rsp", "approval"], parameters={"timeout_s": 86400},
             description="Collect approvals for a halt from the Prefect UI (each vote is recorded in the ledger)."))
+        deployments.append(resume.to_deployment(
+            name="resume", tags=["rsp", "resume"],
+            description="Lift a halt once its approvals and a fresh safeguard verification allow it."))
     except ImportError:
         pass
     if with_demo:
