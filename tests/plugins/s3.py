@@ -17,7 +17,7 @@ Fixtures
 `s3_client` (function scope) -> botocore S3 client for the endpoint, for arranging
     and inspecting test data directly.
 
-Never use moto's `mock_aws` or any in-process patching: code under test must go
+Never use moto's in-process decorators or any other patching: code under test must go
 through real HTTP, as it will against S3.
 """
 
