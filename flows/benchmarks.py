@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from policy.determination import RunFailure
 from policy.results import SampleTable
 from policy.schema import Benchmark
-from tasks.benchmarks.base import CheckpointInfo
+from tasks.benchmarks.base import CheckpointInfo, RunnerTimeout
 
 
 def make_task_runner(spec: str) -> Any:
@@ -55,9 +55,9 @@ def run_benchmarks(
             if fut.state.is_pending() or fut.state.is_running():
                 raise TimeoutError(f"still running after {b.timeout_s:g} s")
             rows = fut.result()
-        except TimeoutError as exc:
+        except (TimeoutError, RunnerTimeout) as exc:
             failures.append(RunFailure(benchmark=b.id, kind="timed_out",
-                                       message=f"no result within {b.timeout_s:g} s ({exc or 'timeout'})"))
+                                       message=f"no result within {b.timeout_s:g} s: {exc or 'timeout'}"))
             logger.warning("[%d/%d] %s timed out", i, len(futures), b.id)
             continue
         except Exception as exc:  # any failure leaves the benchmark undetermined, never absent

@@ -169,6 +169,32 @@ def test_crashed_benchmark_is_undetermined_never_absent(prefect_server, rsp_home
     assert cbrn3["status"] == "undetermined" and "benchmark crashed" in cbrn3["reason"]
 
 
+def test_benchmark_past_its_timeout_is_timed_out_and_undetermined(prefect_server, rsp_home, pipeline_policy,
+                                                                  write_checkpoints, attested_baseline,
+                                                                  monkeypatch, tmp_path):
+    from flows.evaluate import evaluate
+
+    import yaml
+
+    data = yaml.safe_load(pipeline_policy.read_text())
+    for b in data["benchmarks"]:
+        if b["id"] == "chem":
+            b["timeout_s"] = 1.0
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("FAKE_SLEEP", '{"chem": 30}')
+    [ck] = write_checkpoints(str(rsp_home / "checkpoints"), "run-t", [(100, 1e21)])
+    started = time.monotonic()
+    res = evaluate(ck.uri, policy=str(slow))
+    assert time.monotonic() - started < 25  # the slow benchmark did not hold the determination back
+    assert res["decision"] == "halt" and res["required_level"] == "L3"
+    det = ledger().previous_determination("run-t")
+    [failure] = det["run_failures"]
+    assert failure["benchmark"] == "chem" and failure["kind"] == "timed_out"
+    cbrn3 = next(t for t in det["thresholds"] if t["id"] == "CBRN-3")
+    assert cbrn3["status"] == "undetermined" and "benchmark timed out" in cbrn3["reason"]
+
+
 def test_a_stage_that_raises_leaves_a_fail_closed_determination(prefect_server, rsp_home, pipeline_policy,
                                                                  attested_baseline, s3_endpoint, s3_bucket,
                                                                  monkeypatch):

@@ -48,6 +48,10 @@ class RunnerError(RuntimeError):
     """A benchmark run produced no trustworthy rows; the threshold it feeds is undetermined."""
 
 
+class RunnerTimeout(RunnerError):
+    """The benchmark ran past its `timeout_s` and was stopped."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What a runner needs to know about the checkpoint under evaluation.

@@ -36,6 +36,7 @@ from policy.schema import Benchmark
 from tasks.benchmarks.base import (
     CheckpointInfo,
     RunnerError,
+    RunnerTimeout,
     check_rows,
     register_runner,
     rows_for,
@@ -118,7 +119,7 @@ class CommandRunner:
                 pass
             stdout, stderr = proc.communicate()
             self._keep(out_dir, stdout, stderr)
-            raise RunnerError(f"{source} timed out after {benchmark.timeout_s:g} s (timeout_s); killed. "
+            raise RunnerTimeout(f"{source} timed out after {benchmark.timeout_s:g} s (timeout_s); killed. "
                               f"stderr: {_tail(stderr) or '(empty)'}") from None
         self._keep(out_dir, stdout, stderr)
         if proc.returncode != 0:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 
 bench = os.environ["RSP_BENCHMARK_ID"]
 if os.environ.get("FAKE_COUNTER"):
@@ -19,6 +20,7 @@ if os.environ.get("FAKE_COUNTER"):
 if bench in json.loads(os.environ.get("FAKE_FAIL", "[]")):
     print(f"{bench}: simulated crash", file=sys.stderr)
     sys.exit(3)
+time.sleep(json.loads(os.environ.get("FAKE_SLEEP", "{}")).get(bench, 0))
 mid = json.loads(os.environ.get("FAKE_MIDPOINTS", "{}")).get(bench, 25.0)
 compute = float(os.environ["RSP_EFFECTIVE_COMPUTE"])
 p = 1.0 / (1.0 + math.exp(-3.0 * (math.log10(compute) - mid)))
