@@ -298,11 +298,13 @@ def print_summary(s: dict[str, Any], port: int, args: argparse.Namespace) -> Non
     print(f"Report: {runs / RUN_ID / 'report.html'}  (rsp report {RUN_ID} regenerates it)")
     lifts = halt.payload.get("lifts_when", {})
     appr = lifts.get("approvals") or {}
+    rsp = "rsp" if shutil.which("rsp") else os.path.relpath(Path(sys.executable).parent / "rsp")
     print("\nTo lift the halt: put the missing safeguards in place (attest them with `rsp evidence attest`),")
     print(f"then {appr.get('quorum', 2)} distinct approvers ({', '.join(appr.get('roles', []))}) approve:")
-    print(f"  RSP_HOME={os.environ['RSP_HOME']} rsp approve {halt.halt_id} --as riley --justification '...'")
-    print(f"  RSP_HOME={os.environ['RSP_HOME']} rsp approve {halt.halt_id} --as casey --justification '...'")
-    print(f"  RSP_HOME={os.environ['RSP_HOME']} rsp status")
+    print(f"  export RSP_HOME={os.environ['RSP_HOME']} PREFECT_API_URL=http://127.0.0.1:{port}/api")
+    print(f"  {rsp} approve {halt.halt_id} --as riley --justification '...'")
+    print(f"  {rsp} approve {halt.halt_id} --as casey --justification '...'")
+    print(f"  {rsp} status")
     print(f"Notifications went to {get_settings().home / 'notifications.jsonl'} (set RSP_NOTIFY=slack,file and "
           "RSP_SLACK_BOT_TOKEN for Slack, where the message carries Approve / Reject buttons).")
     if not args.no_keep_server:

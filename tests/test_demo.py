@@ -51,4 +51,4 @@ def test_demo_small(tmp_path, monkeypatch, capsys):
     report = home / "runs" / "demo-run" / "report.html"
     assert report.stat().st_size > 50_000 and "first escalation: step 2" in report.read_text()
     assert (home / "runs" / "demo-run" / "step-000000002" / "report.md").read_text().count("|") > 50
-    assert f"rsp approve {result['halt_id']} --as riley" in out
+    assert f"approve {result['halt_id']} --as riley" in out
