@@ -91,7 +91,8 @@ def _assess(policy: Policy, info: Any, ref: CheckpointRef, ledger: Any, folder: 
 
     table, failures = run(first_ids)
     assessment, reason, ran = cadence.assessment, cadence.reason, list(first_ids)
-    det = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried, quality_task)
+    det, scores = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried,
+                            quality_task)
     if assessment == "preliminary":
         fresh = [t.status for t in det.thresholds if t.carried_from is None and t.gating]
         if escalates(policy.cadence, fresh):
@@ -103,11 +104,10 @@ def _assess(policy: Policy, info: Any, ref: CheckpointRef, ledger: Any, folder: 
             ran = all_ids
             assessment = "comprehensive"
             reason = f"escalated from preliminary ({cadence.reason}): a threshold reached early warning or worse"
-            det = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, None,
-                            quality_task)
+            det, scores = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, None,
+                                    quality_task)
     write_results(folder, table)
-    means, best = _current_scores(policy, table)
-    return det, table, {"mean": means, "best_of_k": best}
+    return det, table, scores
 
 
 def _sha(policy: Policy) -> str:
@@ -117,13 +117,16 @@ def _sha(policy: Policy) -> str:
 
 
 def _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried, quality_task):
+    """Quality gate, sandbagging checks and classification; also the per-benchmark scores that
+    later checkpoints of the run compare against (recorded with the determination)."""
     quality = quality_task(table, policy, ran, str(folder / "quality")).to_verdict()
     means, best = _current_scores(policy, table)
     anomalies = detect_anomalies(policy, ref.effective_compute, means, _history(ledger, ref.run_id, ref.step),
                                  best)
-    return classify(policy, table, checkpoint=ref, assessment=assessment, assessment_reason=reason,
-                    benchmarks_run=ran, quality=quality, anomalies=anomalies, run_failures=failures,
-                    carried=carried)
+    det = classify(policy, table, checkpoint=ref, assessment=assessment, assessment_reason=reason,
+                   benchmarks_run=ran, quality=quality, anomalies=anomalies, run_failures=failures,
+                   carried=carried)
+    return det, {"mean": means, "best_of_k": best}
 
 
 @flow(name="evaluate", log_prints=True)

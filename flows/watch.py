@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -85,7 +87,7 @@ def watch(
     rejected = [r for r in loaded.rejected if _reject_once(ledger, r.key, r.reason)]
     for r in loaded.rejected:
         logger.warning("rejected checkpoint %s: %s", r.key, r.reason)
-    owner_base = f"watch:{__import__('socket').gethostname()}:{__import__('os').getpid()}"
+    owner_base = f"watch:{socket.gethostname()}:{os.getpid()}"
     claimed: dict[str, list[Any]] = {}
     for ck in sorted(loaded.checkpoints, key=lambda c: (c.manifest.created_at, c.step, c.key)):
         if ledger.claim(evaluation_key(ck.uri, pol), f"{owner_base}:{ck.key}", settings.claim_lease_s):
