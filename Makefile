@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
@@ -19,7 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m rsp.demo
 
-test: $(STAMP)
+# Lint and type-check first: a style or type error fails CI before the 12-minute suite starts.
+lint: $(STAMP)
+	$(BIN)/ruff check policy tasks flows rsp tests bench
+	$(BIN)/mypy policy tasks flows rsp
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

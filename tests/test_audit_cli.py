@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rsp.cli import app
-from rsp.settings import get_settings
+from tasks.settings import get_settings
 from tasks.ledger import Ledger
 
 runner = CliRunner()

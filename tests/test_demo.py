@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_small(tmp_path, monkeypatch, capsys):
     from rsp import demo
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     for var in list(os.environ):
         if var.startswith("RSP_") or var.startswith("PREFECT_"):

@@ -32,7 +32,7 @@ class ApprovalConfig:
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> ApprovalConfig:
         if settings is None:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             settings = get_settings()
         from tasks.safeguards.roster import default_roster_path

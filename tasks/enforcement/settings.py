@@ -1,17 +1,17 @@
 """Which deployments count as scaling, and where enforcement keeps its own small state.
 
-From rsp settings: `scaling_tag` (RSP_SCALING_TAG, default "scaling"), and a list of
-scaling deployment names. Settings has no field for the list yet, so it is read from
-`scaling_deployments` when Settings grows one, else from RSP_SCALING_DEPLOYMENTS
-(comma-separated "flow/deployment" or "deployment" names).
+Read from `tasks.settings.Settings`: `scaling_tag` (RSP_SCALING_TAG, default "scaling") and
+`scaling_deployments` (RSP_SCALING_DEPLOYMENTS, comma-separated "flow/deployment" or
+"deployment" names, a list in rsp.yaml).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -25,26 +25,18 @@ class EnforcementSettings:
         return self.home / "enforcement" / "reconcile.json"
 
 
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
 def enforcement_settings(
-    *, scaling_tag: str | None = None, names: Sequence[str] | None = None, home: Path | None = None
+    *,
+    scaling_tag: str | None = None,
+    names: Sequence[str] | None = None,
+    home: Path | None = None,
+    settings: Settings | None = None,
 ) -> EnforcementSettings:
-    from rsp.settings import get_settings
-
-    s = get_settings()
-    if names is None:
-        configured = getattr(s, "scaling_deployments", None)
-        if isinstance(configured, str):
-            names = _split(configured)
-        elif configured:
-            names = tuple(configured)
-        else:
-            names = _split(os.environ.get("RSP_SCALING_DEPLOYMENTS", ""))
+    s = settings or get_settings()
     return EnforcementSettings(
-        scaling_tag=scaling_tag or s.scaling_tag, names=tuple(names), home=Path(home or s.home)
+        scaling_tag=scaling_tag or s.scaling_tag,
+        names=tuple(s.scaling_deployments if names is None else names),
+        home=Path(home or s.home),
     )
 
 

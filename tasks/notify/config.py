@@ -2,7 +2,7 @@
 
 Secrets come from the environment only, never from the settings file (which is committed
 and copied around): RSP_SLACK_BOT_TOKEN and RSP_SLACK_SIGNING_SECRET. Everything else
-comes from `rsp.settings.Settings` where the field exists, else from RSP_<NAME>:
+comes from `tasks.settings.Settings` where the field exists, else from RSP_<NAME>:
 
 | setting                 | env                      | default                                  |
 | ----------------------- | ------------------------ | ---------------------------------------- |
@@ -129,7 +129,7 @@ class NotifyConfig:
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> NotifyConfig:
         if settings is None:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             settings = get_settings()
         home = Path(getattr(settings, "home", None) or ".rsp")

@@ -4,7 +4,7 @@ One `VerificationContext` serves one verification round. It reads the evidence
 store and the roster at most once per round (and remembers a failure too), so
 every safeguard in a round is judged against the same snapshot.
 
-Configuration is read from `rsp.settings.Settings` where the field exists and
+Configuration is read from `tasks.settings.Settings` where the field exists and
 from environment variables otherwise (the same names with the RSP_ prefix, which
 is what pydantic-settings will read once the fields are added):
 
@@ -24,10 +24,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tasks.safeguards.evidence import EvidenceSnapshot, EvidenceStore, EvidenceStoreError, open_evidence_store
 from tasks.safeguards.roster import Roster, RosterError, default_roster_path, load_roster
+from tasks.storage import parse_uri
 
 DEFAULT_PROBE_TIMEOUT_S = 5.0
 
@@ -39,6 +39,14 @@ def configured(settings: Any, name: str) -> Any:
         return value
     env = os.environ.get(f"RSP_{name.upper()}")
     return env if env else None
+
+
+def _bucket_of(store: str) -> str | None:
+    """The bucket of an s3:// checkpoint store, None when the URI names none."""
+    try:
+        return parse_uri(store, what="checkpoint_store").bucket or None
+    except ValueError:
+        return None  # opening the store reports what is wrong with it; here it just names no bucket
 
 
 class _Failure:
@@ -80,7 +88,7 @@ class VerificationContext:
         Raises ValueError naming the setting when a value cannot be used.
         """
         if settings is None:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             settings = get_settings()
         values: dict[str, Any] = {
@@ -96,7 +104,7 @@ class VerificationContext:
         if bucket is None:
             store = getattr(settings, "checkpoint_store", None)
             if isinstance(store, str) and store.startswith("s3://"):
-                bucket = urlsplit(store).netloc or None
+                bucket = _bucket_of(store)
         values["bucket"] = bucket
         timeout = None if "probe_timeout_s" in overrides else configured(settings, "misuse_probe_timeout_s")
         if timeout is not None:

@@ -21,7 +21,7 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 
 @pytest.fixture
 def rsp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     home = tmp_path / "rsp-home"
     monkeypatch.setenv("RSP_HOME", str(home))

@@ -291,7 +291,7 @@ def approval_world(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pyte
                    ) -> Iterator[ApprovalWorld]:
     """Needs no Slack; if the test also uses `slack_api`, notifications go there too."""
     from policy.loading import parse_policy
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
     from tasks.ledger import Ledger
 
     home = tmp_path / "rsp-home"

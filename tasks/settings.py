@@ -1,4 +1,8 @@
-"""Settings: environment variables (RSP_*) over an optional config file over embedded defaults.
+"""Settings: environment variables (RSP_*) over an optional config file (rsp.yaml) over embedded defaults.
+
+The one configuration model of the gate. It lives here, below every user of it (tasks,
+flows, the CLI), so adapters are built from a typed `Settings` and nothing reaches up
+into the CLI package for configuration.
 
 With nothing set, everything lives under ./.rsp: a local checkpoint folder, a
 SQLite ledger, notifications to a JSON Lines file. Production points the same
@@ -10,7 +14,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -54,6 +57,12 @@ class Settings(BaseSettings):
     scaling_deployments: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Deployment names halted besides those tagged with scaling_tag."
     )
+    safeguard_bucket: str | None = Field(
+        None, description="Bucket the checkpoint_bucket_hardening check inspects; default: the s3:// checkpoint store's."
+    )
+    misuse_probe_url: str | None = Field(None, description="Base URL of the deployed misuse classifier to probe.")
+    misuse_probe_timeout_s: float = Field(5.0, gt=0)
+    roster: Path | None = Field(None, description="Who holds which role (YAML); default <home>/roster.yaml.")
 
     @field_validator("scaling_deployments", mode="before")
     @classmethod
@@ -61,12 +70,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
-    safeguard_bucket: str | None = Field(
-        None, description="Bucket the checkpoint_bucket_hardening check inspects; default: the s3:// checkpoint store's."
-    )
-    misuse_probe_url: str | None = Field(None, description="Base URL of the deployed misuse classifier to probe.")
-    misuse_probe_timeout_s: float = Field(5.0, gt=0)
-    roster: Path | None = Field(None, description="Who holds which role (YAML); default <home>/roster.yaml.")
 
     @classmethod
     def settings_customise_sources(
