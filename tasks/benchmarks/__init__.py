@@ -9,6 +9,7 @@ package does not import Inspect, torch or Prefect.
 """
 
 from tasks.benchmarks.base import (
+    RUNNERS,
     BenchmarkRunner,
     CheckpointInfo,
     RunnerError,
@@ -21,6 +22,7 @@ from tasks.benchmarks.base import (
 )
 
 __all__ = [
+    "RUNNERS",
     "BenchmarkRunner",
     "CheckpointInfo",
     "RunnerError",

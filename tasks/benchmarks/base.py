@@ -20,8 +20,6 @@ with `score=None` and the error text, and the quality stage judges the error rat
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,18 +28,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from policy.errors import ResultsError
 from policy.results import SampleTable
 from policy.schema import Benchmark
+from tasks.registry import Registry, UnknownPlugin
 
 ENTRY_POINT_GROUP = "rsp_gate.benchmark_runners"
 DEFAULT_RUNNER_TYPE = "inspect"
-
-# Runner type -> module whose import registers it. Imported lazily so that
-# `import tasks.benchmarks` costs milliseconds.
-_BUILTIN_MODULES: dict[str, str] = {
-    "inspect": "tasks.benchmarks.inspect_runner",
-    "inspect-log": "tasks.benchmarks.importers",
-    "lm-eval": "tasks.benchmarks.importers",
-    "command": "tasks.benchmarks.command",
-}
 
 
 class RunnerError(RuntimeError):
@@ -111,50 +101,45 @@ class BenchmarkRunner(Protocol):
 
 RunnerFactory = Callable[[], BenchmarkRunner]
 _T = TypeVar("_T")
-_registry: dict[str, RunnerFactory] = {}
-_registry_lock = threading.Lock()
-_entry_points_loaded = False
+
+# Runner type -> module whose import registers it. Imported lazily so that
+# `import tasks.benchmarks` costs milliseconds.
+RUNNERS: Registry[RunnerFactory] = Registry(
+    "runner",
+    entry_point_group=ENTRY_POINT_GROUP,
+    builtins={
+        "inspect": "tasks.benchmarks.inspect_runner",
+        "inspect-log": "tasks.benchmarks.importers",
+        "lm-eval": "tasks.benchmarks.importers",
+        "command": "tasks.benchmarks.command",
+    },
+)
 
 
 def register_runner(type_name: str) -> Callable[[_T], _T]:
     """Class (or zero-argument factory) decorator: `benchmark.runner["type"] == type_name` selects it."""
 
     def decorate(factory: _T) -> _T:
-        with _registry_lock:
-            existing = _registry.get(type_name)
-            # Re-importing the same module (reloads in tests) re-registers the same qualname; allow it.
-            if existing is not None and getattr(existing, "__qualname__", None) != getattr(factory, "__qualname__", 0):
-                raise ValueError(f"benchmark runner type '{type_name}' is already registered by {existing!r}")
-            _registry[type_name] = factory  # type: ignore[assignment]
+        try:
+            RUNNERS.add(type_name, factory)  # type: ignore[arg-type]
+        except ValueError:
+            raise ValueError(f"benchmark runner type '{type_name}' is already registered by "
+                             f"{RUNNERS.registered()[type_name]!r}") from None
         return factory
 
     return decorate
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()  # importing the module runs its @register_runner
-
-
 def get_runner(type_name: str) -> BenchmarkRunner:
-    if type_name not in _registry and type_name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[type_name])
-    if type_name not in _registry:
-        _load_entry_points()
-    factory = _registry.get(type_name)
-    if factory is None:
-        raise RunnerError(f"unknown benchmark runner type '{type_name}'; known: {', '.join(runner_types())}")
+    try:
+        factory = RUNNERS.get(type_name)
+    except UnknownPlugin as exc:
+        raise RunnerError(f"unknown benchmark runner type '{type_name}'; known: {', '.join(exc.known)}") from None
     return factory()
 
 
 def runner_types() -> list[str]:
-    return sorted(set(_registry) | set(_BUILTIN_MODULES))
+    return RUNNERS.names()
 
 
 def runner_config(benchmark: Benchmark) -> dict[str, Any]:

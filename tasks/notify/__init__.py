@@ -14,7 +14,7 @@ the record, an outbox (<home>/notify/outbox.db) coordinates delivery and keeps f
 (`notification.failed`) for retry. slack_sdk is imported only when Slack is used.
 """
 
-from tasks.notify.base import Notification, Notifier, NotifyError, register_notifier, registered_notifiers
+from tasks.notify.base import NOTIFIERS, Notification, Notifier, NotifyError
 from tasks.notify.config import NotifyConfig
 from tasks.notify.dispatch import (
     ChannelResult,
@@ -26,6 +26,7 @@ from tasks.notify.dispatch import (
 )
 
 __all__ = [
+    "NOTIFIERS",
     "ChannelResult",
     "DispatchReport",
     "Dispatcher",
@@ -35,7 +36,5 @@ __all__ = [
     "NotifyError",
     "notify",
     "notify_halt_opened",
-    "register_notifier",
-    "registered_notifiers",
     "retry_pending",
 ]

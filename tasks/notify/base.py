@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tasks.registry import Registry, UnknownPlugin
+
 
 class NotifyError(RuntimeError):
     """A backend could not deliver a notification. The message is one line, secret-free."""
@@ -61,44 +63,28 @@ class Notifier(ABC):
 
 
 NotifierFactory = Callable[[Any], Notifier]  # (NotifyConfig) -> Notifier
-_REGISTRY: dict[str, NotifierFactory] = {}
 
-
-def register_notifier(name: str, *, replace: bool = False) -> Callable[[NotifierFactory], NotifierFactory]:
-    """Decorator: `@register_notifier("pagerduty")` on a factory taking the NotifyConfig."""
-
-    def decorate(factory: NotifierFactory) -> NotifierFactory:
-        if name in _REGISTRY and not replace and _REGISTRY[name] is not factory:
-            raise ValueError(f"a notifier is already registered as {name!r}")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
-
-
-def registered_notifiers() -> dict[str, NotifierFactory]:
-    _load_builtins()
-    return dict(_REGISTRY)
-
-
-def _load_builtins() -> None:
-    # Imported on demand: registering must not import slack_sdk for a file-only setup.
-    from tasks.notify import console, jsonl, slack  # noqa: F401
+# Built-ins by module path: registering must not import slack_sdk for a file-only setup.
+NOTIFIERS: Registry[NotifierFactory] = Registry(
+    "notifier",
+    entry_point_group="rsp_gate.notifiers",
+    builtins={"console": "tasks.notify.console", "file": "tasks.notify.jsonl", "slack": "tasks.notify.slack"},
+)
 
 
 def build_notifier(name: str, config: Any) -> Notifier:
-    factories = registered_notifiers()
-    if name not in factories:
-        raise ValueError(f"unknown notifier {name!r} in RSP_NOTIFY; known: {', '.join(sorted(factories))}")
-    return factories[name](config)
+    try:
+        factory = NOTIFIERS.get(name)
+    except UnknownPlugin as exc:
+        raise ValueError(f"unknown notifier {name!r} in RSP_NOTIFY; known: {', '.join(exc.known)}") from None
+    return factory(config)
 
 
 __all__ = [
+    "NOTIFIERS",
     "Notification",
     "Notifier",
     "NotifierFactory",
     "NotifyError",
     "build_notifier",
-    "register_notifier",
-    "registered_notifiers",
 ]

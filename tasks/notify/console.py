@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import IO, Any
 
-from tasks.notify.base import Notification, Notifier, register_notifier
+from tasks.notify.base import NOTIFIERS, Notification, Notifier
 
 _LOCK = threading.Lock()  # one notification's lines stay together when threads notify at once
 _MARK = {"critical": "!!", "warning": "! ", "info": "  "}
@@ -29,7 +29,7 @@ class ConsoleNotifier(Notifier):
         return {}
 
 
-@register_notifier("console")
+@NOTIFIERS.register("console")
 def _console(config: Any) -> Notifier:
     return ConsoleNotifier()
 

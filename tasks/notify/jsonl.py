@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.notify.base import Notification, Notifier, NotifyError, register_notifier
+from tasks.notify.base import NOTIFIERS, Notification, Notifier, NotifyError
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def read_notifications(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-@register_notifier("file")
+@NOTIFIERS.register("file")
 def _file(config: Any) -> Notifier:
     return JsonlNotifier(config.file_path)
 

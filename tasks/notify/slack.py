@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from tasks.notify.base import Notification, Notifier, NotifyError, register_notifier
+from tasks.notify.base import NOTIFIERS, Notification, Notifier, NotifyError
 from tasks.notify.config import TOKEN_ENV, redact, safe_logger
 
 APPROVE_ACTION = "rsp_approve"
@@ -122,7 +122,9 @@ def followup_blocks(n: Notification) -> list[dict[str, Any]]:
 
 
 def render(n: Notification) -> list[dict[str, Any]]:
-    return halt_blocks(n) if n.event == "halt.opened" else followup_blocks(n)
+    from tasks.ledger.events import HaltOpened
+
+    return halt_blocks(n) if n.event == HaltOpened.KIND else followup_blocks(n)
 
 
 class SlackNotifier(Notifier):
@@ -194,12 +196,14 @@ class SlackNotifier(Notifier):
             raise NotifyError(redact(f"slack {what}: {type(exc).__name__}: {exc}")[:300]) from None
 
     def send(self, notification: Notification, parent: dict[str, Any] | None = None) -> dict[str, Any]:
+        from tasks.ledger.events import HaltOpened
+
         channel = (parent or {}).get("channel") or self.channel
         if not channel:
             raise NotifyError("slack: no channel; set RSP_SLACK_CHANNEL")
         kwargs: dict[str, Any] = {"channel": channel, "text": _clip(f"{notification.title}: {notification.text}", 3000),
                                   "blocks": render(notification), "unfurl_links": False}
-        if parent and parent.get("ts") and notification.event != "halt.opened":
+        if parent and parent.get("ts") and notification.event != HaltOpened.KIND:
             kwargs["thread_ts"] = parent["ts"]
         client = self.client
         self._pace(channel)
@@ -214,7 +218,7 @@ class SlackNotifier(Notifier):
                    text=_clip(f"{notification.title}: {notification.text}", 3000), blocks=render(notification))
 
 
-@register_notifier("slack")
+@NOTIFIERS.register("slack")
 def _slack(config: Any) -> Notifier:
     return SlackNotifier(config.slack_token, config.slack_channel, base_url=config.slack_api_url,
                          min_interval_s=config.slack_min_interval_s, max_retries=config.slack_max_retries)

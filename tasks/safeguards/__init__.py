@@ -7,15 +7,12 @@
 
 Verifiers: "attestation" (evidence registry + roster) and the automated checks
 `checkpoint_bucket_hardening` (S3 bucket controls) and `misuse_classifier_probe`
-(HTTP canary). Importing this package registers them; boto3 and httpx are imported
-only when a check runs.
+(HTTP canary), in the plugin registry `VERIFIERS` (tasks/registry.py): each built-in is
+imported when first needed; boto3 and httpx only when a check runs.
 """
 
 from __future__ import annotations
 
-from tasks.safeguards import attestation as _attestation  # noqa: F401 - registers the verifier
-from tasks.safeguards import bucket_hardening as _bucket_hardening  # noqa: F401
-from tasks.safeguards import probe as _probe  # noqa: F401
 from tasks.safeguards.context import VerificationContext
 from tasks.safeguards.evidence import (
     Attestation,
@@ -31,10 +28,10 @@ from tasks.safeguards.evidence import (
 )
 from tasks.safeguards.roster import Person, Roster, RosterError, load_roster, parse_roster
 from tasks.safeguards.verifiers import (
+    VERIFIERS,
     SafeguardVerifier,
     Verdict,
     register_verifier,
-    registered_verifiers,
     unregister_verifier,
     verifier_for,
     verify_safeguard,
@@ -42,6 +39,7 @@ from tasks.safeguards.verifiers import (
 )
 
 __all__ = [
+    "VERIFIERS",
     "Attestation",
     "EvidenceProblem",
     "EvidenceSnapshot",
@@ -61,7 +59,6 @@ __all__ = [
     "open_evidence_store",
     "parse_roster",
     "register_verifier",
-    "registered_verifiers",
     "unregister_verifier",
     "verifier_for",
     "verify_safeguard",

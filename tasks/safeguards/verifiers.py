@@ -19,6 +19,7 @@ from typing import Literal, Protocol, get_args
 
 from policy.determination import SafeguardCheck, SafeguardRequirement, SafeguardState
 from policy.schema import Policy, Safeguard
+from tasks.registry import Registry
 from tasks.safeguards._text import one_line
 from tasks.safeguards.context import VerificationContext
 
@@ -53,7 +54,25 @@ class SafeguardVerifier(Protocol):
     def __call__(self, safeguard: Safeguard, ctx: VerificationContext) -> Verdict: ...
 
 
-_REGISTRY: dict[tuple[Method, str], SafeguardVerifier] = {}
+def _name(method: Method, check: str) -> str:
+    # Registered as "<method>:<name>": an automated check called "attestation" never reaches attestations.
+    return f"{method}:{check}"
+
+
+# Built-ins by module path; boto3 and httpx are imported only when their check runs.
+VERIFIERS: Registry[SafeguardVerifier] = Registry(
+    "verifier",
+    entry_point_group="rsp_gate.verifiers",
+    builtins={
+        _name("attestation", "attestation"): "tasks.safeguards.attestation",
+        _name("automated", "checkpoint_bucket_hardening"): "tasks.safeguards.bucket_hardening",
+        _name("automated", "misuse_classifier_probe"): "tasks.safeguards.probe",
+    },
+)
+
+
+def _method(name: str, method: Method | None) -> Method:
+    return method or ("attestation" if name == "attestation" else "automated")
 
 
 def register_verifier(name: str, *, method: Method | None = None, replace: bool = False
@@ -64,25 +83,11 @@ def register_verifier(name: str, *, method: Method | None = None, replace: bool 
     otherwise. Registering a name twice is an error unless `replace=True`, so two
     modules cannot silently fight over one check.
     """
-    kind: Method = method or ("attestation" if name == "attestation" else "automated")
-
-    def decorate(fn: SafeguardVerifier) -> SafeguardVerifier:
-        key = (kind, name)
-        if key in _REGISTRY and not replace and _REGISTRY[key] is not fn:
-            raise ValueError(f"a verifier is already registered for {kind} '{name}'")
-        _REGISTRY[key] = fn
-        return fn
-
-    return decorate
+    return VERIFIERS.register(_name(_method(name, method), name), replace=replace)
 
 
 def unregister_verifier(name: str, *, method: Method | None = None) -> None:
-    kind: Method = method or ("attestation" if name == "attestation" else "automated")
-    _REGISTRY.pop((kind, name), None)
-
-
-def registered_verifiers() -> dict[tuple[Method, str], SafeguardVerifier]:
-    return dict(_REGISTRY)
+    VERIFIERS.remove(_name(_method(name, method), name))
 
 
 def _key(safeguard: Safeguard) -> tuple[Method, str]:
@@ -93,7 +98,7 @@ def _key(safeguard: Safeguard) -> tuple[Method, str]:
 
 
 def verifier_for(safeguard: Safeguard) -> SafeguardVerifier | None:
-    return _REGISTRY.get(_key(safeguard))
+    return VERIFIERS.find(_name(*_key(safeguard)))
 
 
 def _clip(text: str) -> str:

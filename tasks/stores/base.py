@@ -49,7 +49,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -57,9 +57,11 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.manifest import MANIFEST_NAME, Checkpoint, CheckpointManifest, ManifestRejected
+from tasks.registry import Registry
+from tasks.storage import parse_uri
 
 if TYPE_CHECKING:
-    from rsp.settings import Settings
+    from tasks.settings import Settings
 
 # With a one-minute watch tick: a late manifest that sorts before the cursor is found within an hour.
 DEFAULT_FULL_SCAN_EVERY = 60
@@ -268,6 +270,14 @@ class CheckpointStore(abc.ABC):
         return f"{type(self).__name__}({self.uri!r})"
 
 
+# A backend opens itself from (uri, settings, create). Built-ins by URI scheme, imported when first
+# asked for, so a local-only setup never imports boto3.
+StoreOpener = Callable[[str, "Settings | None", bool], CheckpointStore]
+STORES: Registry[StoreOpener] = Registry(
+    "store", entry_point_group="rsp_gate.stores", builtins={"file": "tasks.stores.local", "s3": "tasks.stores.s3"}
+)
+
+
 def from_uri(
     uri: str | None = None, settings: Settings | None = None, *, create: bool = False
 ) -> CheckpointStore:
@@ -279,19 +289,8 @@ def from_uri(
     the first listing, so a mistyped path is never read as "no checkpoints".
     """
     if uri is None or (uri.startswith("s3://") and settings is None):
-        from rsp.settings import get_settings
+        from tasks.settings import get_settings
 
         settings = settings or get_settings()
         uri = uri or settings.resolved_checkpoint_store
-    if uri.startswith("s3://"):
-        from tasks.stores.s3 import S3Store
-
-        return S3Store.from_uri(
-            uri,
-            endpoint_url=settings.s3_endpoint_url if settings else None,
-            region=settings.s3_region if settings else None,
-            profile=settings.s3_profile if settings else None,
-        )
-    from tasks.stores.local import LocalFolderStore
-
-    return LocalFolderStore.from_uri(uri, create=create)
+    return STORES.get(parse_uri(uri, what="checkpoint store").scheme)(uri, settings, create)
