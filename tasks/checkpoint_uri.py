@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from tasks.benchmarks.base import CheckpointInfo
 from tasks.manifest import Checkpoint, ManifestRejected
+from tasks.storage import parse_uri
 from tasks.stores.base import CheckpointStore, from_uri
 
 
@@ -36,8 +36,10 @@ def load_checkpoint(uri: str) -> tuple[CheckpointStore, Checkpoint]:
 
 
 def local_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+    """The folder a file:// checkpoint URI names; None for any other scheme (an S3 checkpoint is not local)."""
+    if not uri.startswith("file:"):
+        return None
+    return parse_uri(uri, what="checkpoint").path
 
 
 def checkpoint_info(ckpt: Checkpoint) -> CheckpointInfo:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +42,9 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from policy.determination import CheckpointRef
+from tasks.storage import write_atomic
 
 MANIFEST_NAME = "checkpoint.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -189,6 +190,12 @@ class Checkpoint(_Strict):
     def effective_compute(self) -> float:
         return self.manifest.effective_compute
 
+    def ref(self) -> CheckpointRef:
+        """The checkpoint as a determination names it. What runners get is
+        `tasks.checkpoint_uri.checkpoint_info`, which also resolves the model's local path."""
+        return CheckpointRef(run_id=self.run_id, step=self.step, effective_compute=self.effective_compute,
+                             uri=self.uri, digest=self.digest)
+
     @classmethod
     def from_manifest(cls, raw: bytes, *, key: str, uri: str) -> Checkpoint:
         """Parse `raw` (read from `key`) into a Checkpoint; raises ManifestRejected."""
@@ -308,14 +315,6 @@ def sha256_digest(raw: bytes) -> str:
 # -- writing (for trainers) --------------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_manifest(folder: Path | str, manifest: CheckpointManifest, *, overwrite: bool = False) -> Path:
     """Write `folder/checkpoint.json` atomically; call it after every other file of the checkpoint is written.
 
@@ -325,26 +324,11 @@ def write_manifest(folder: Path | str, manifest: CheckpointManifest, *, overwrit
     error: a checkpoint's identity is its key, and a rewritten manifest would be
     silently skipped by detection that already claimed that key.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / MANIFEST_NAME
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
+    final = Path(folder) / MANIFEST_NAME
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(manifest_bytes(manifest))
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, final)
-        else:
-            # link() fails if the name exists, so two writers cannot both succeed.
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                raise FileExistsError(f"{final}: a checkpoint manifest already exists") from None
-            tmp.unlink()
-        _fsync_dir(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
+        # Without overwrite the file is published with link(), which fails if the name exists,
+        # so two writers cannot both succeed.
+        write_atomic(final, manifest_bytes(manifest), overwrite=overwrite)
+    except FileExistsError:
+        raise FileExistsError(f"{final}: a checkpoint manifest already exists") from None
     return final

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from policy.determination import Determination
+from tasks.storage import write_atomic
 
 
 def _f(x: float | None) -> str:
@@ -38,8 +39,8 @@ def markdown(det: Determination, *, ledger_seq: int | None = None) -> str:
     lines = [
         f"# Capability report: {title}",
         "",
-        f"**Decision: {verdict}** · required level **{det.required_level}** · "
-        f"{det.assessment or 'ad hoc'} assessment",
+        (f"**Decision: {verdict}** · required level **{det.required_level}** · "
+         f"{det.assessment or 'ad hoc'} assessment"),
         "",
         f"- Policy: {det.policy.name} v{det.policy.version} (`{det.policy.id}`, sha256 `{det.policy.sha256[:16]}`)",
     ]
@@ -64,9 +65,9 @@ def markdown(det: Determination, *, ledger_seq: int | None = None) -> str:
     else:
         checks = {c.id: c for c in det.safeguards or ()}
         lines += ["| safeguard | kind | required by | state | evidence |", "|---|---|---|---|---|"]
-        for r in det.required_safeguards:
-            c = checks.get(r.id)
-            lines.append(f"| {r.id} | {r.kind} | {', '.join(r.required_by)} | "
+        for req in det.required_safeguards:
+            c = checks.get(req.id)
+            lines.append(f"| {req.id} | {req.kind} | {', '.join(req.required_by)} | "
                          f"{c.state if c else 'not verified'} | {(c.evidence if c else '').replace('|', '/')} |")
     lines += ["", "## Data quality and integrity", "", f"- Quality gate: {det.quality.status}. {det.quality.summary}"]
     for bid, msgs in det.quality.failed_benchmarks.items():
@@ -81,8 +82,6 @@ def markdown(det: Determination, *, ledger_seq: int | None = None) -> str:
 
 def publish_report(det: Determination, folder: Path, *, ledger_seq: int | None = None) -> Path:
     """Write report.md and, when running under Prefect, publish it as artifacts."""
-    from tasks.run_folder import write_atomic
-
     text = markdown(det, ledger_seq=ledger_seq)
     path = Path(folder) / "report.md"
     write_atomic(path, text.encode())
@@ -97,7 +96,7 @@ def publish_report(det: Determination, folder: Path, *, ledger_seq: int | None =
                                  description=f"Capability report ({det.decision})")
         create_table_artifact(threshold_rows(det), key=artifact_key(f"thresholds-{run}"),
                               description="Thresholds: n, mean, interval, limit, status")
-    except Exception as exc:  # the report file is the record; a UI artifact failing must not lose it
+    except Exception as exc:  # noqa: BLE001 - the report file is the record; a UI artifact failing must not lose it
         import logging
 
         logging.getLogger(__name__).warning("could not publish report artifacts: %s", exc)

@@ -11,33 +11,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from policy.results import SampleTable
+from tasks.storage import write_atomic
 
 
 def run_folder(runs_dir: Path, run_id: str, step: int) -> Path:
     folder = Path(runs_dir) / run_id / f"step-{step:09d}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    # Readers never see half a file, and a crash leaves the previous version intact.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_results(folder: Path, table: SampleTable) -> Path:

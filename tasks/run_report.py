@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from policy.determination import Determination
+from tasks.storage import write_atomic
 
 
 def _series(dets: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[float, int, float, float, float]]]:
@@ -136,8 +137,6 @@ def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes) -> str:
 
 def write_run_report(ledger: Any, runs_dir: Path, run_id: str) -> Path | None:
     """Regenerate <runs_dir>/<run_id>/report.html (+ scores.png) from the ledger; None if no determinations."""
-    from tasks.run_folder import write_atomic
-
     dets = sorted(ledger.determinations(run_id), key=lambda d: (d["checkpoint"]["step"]))
     if not dets:
         return None
@@ -164,7 +163,7 @@ def _publish(run_id: str, path: Path, dets: list[dict[str, Any]]) -> None:
                              key=artifact_key(f"run-report-{run_id}"),
                              description=f"{len(dets)} determinations; latest: {latest['required_level']}, "
                                          f"{latest['decision']}")
-    except Exception as exc:  # the file is the record; a UI link failing must not lose it
+    except Exception as exc:  # noqa: BLE001 - the file is the record; a UI link failing must not lose it
         import logging
 
         logging.getLogger(__name__).warning("could not publish the run report link: %s", exc)

@@ -181,9 +181,14 @@ def test_missing_bucket_is_unknown(tiny_policy: Policy, s3_endpoint: str) -> Non
 
 
 def test_unreachable_endpoint_is_unknown(tiny_policy: Policy, s3_endpoint: str) -> None:
-    # s3_endpoint only for its dummy credentials; the port below has nothing listening.
-    check = verify_safeguard(tiny_policy.safeguard("sg-sec3"),
-                             ctx_for(f"http://127.0.0.1:{closed_port()}", "ckpt-bucket"))
+    # s3_endpoint only for its dummy credentials; the port below has nothing listening. One attempt:
+    # the production retry policy (tasks.storage) would spend a minute backing off first.
+    from tasks.storage import s3_client
+
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    ctx = VerificationContext(now=NOW, bucket="ckpt-bucket", s3_endpoint_url=endpoint, s3_region="us-east-1",
+                              s3_client=s3_client(endpoint_url=endpoint, region="us-east-1", max_attempts=1))
+    check = verify_safeguard(tiny_policy.safeguard("sg-sec3"), ctx)
     assert check.state == "unknown"
     assert "S3 unreachable" in check.evidence and "Could not connect" in check.evidence
 

@@ -37,8 +37,8 @@ from tasks.safeguards import (
     verify_safeguard,
     verify_safeguards,
 )
-from tasks.safeguards._aws import s3_client
 from tasks.safeguards.roster import default_roster_path
+from tasks.storage import s3_client
 from tests.plugins.policies import TINY_POLICY, make_table, policy_with
 from tests.test_bucket_hardening import closed_port, make_bucket
 from tests.test_probe import FakeClassifier, classifier  # noqa: F401 - fixture
@@ -357,7 +357,7 @@ def test_context_validation_and_settings(tmp_path: Path, monkeypatch: pytest.Mon
         VerificationContext(now=dt.datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="probe_timeout_s"):
         VerificationContext(now=NOW, probe_timeout_s=0)
-    from rsp.settings import Settings
+    from tasks.settings import Settings
 
     for name in ("RSP_SAFEGUARD_BUCKET", "RSP_MISUSE_PROBE_URL", "RSP_MISUSE_PROBE_TIMEOUT_S", "RSP_ROSTER"):
         monkeypatch.delenv(name, raising=False)
@@ -494,7 +494,7 @@ def test_cli_list_reports_problems(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_cli_with_s3_store_from_settings(tmp_path: Path, roster_file: Path, s3_endpoint: str, s3_bucket: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     monkeypatch.setenv("RSP_EVIDENCE_STORE", f"s3://{s3_bucket}/evidence")
     monkeypatch.setenv("RSP_S3_ENDPOINT_URL", s3_endpoint)

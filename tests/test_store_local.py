@@ -356,7 +356,7 @@ class TestLocalFolderStore(StoreContract):
             with pytest.raises(ValueError, match="bucket|file|scheme|s3"):
                 from_uri(bad)
         # With no URI: the settings' store (default <home>/checkpoints).
-        from rsp.settings import Settings
+        from tasks.settings import Settings
 
         default = from_uri(None, Settings(home=tmp_path / "home"))
         assert default.uri == (tmp_path / "home" / "checkpoints").resolve().as_uri() + "/"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rsp.settings import Settings
+from tasks.settings import Settings
 from tasks.manifest import MANIFEST_NAME, manifest_bytes, new_manifest
 from tasks.stores import ManifestRef, ManifestRejected, StoreError, checkpoint_key, from_uri
 from tasks.stores.s3 import S3Store

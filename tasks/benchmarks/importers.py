@@ -30,6 +30,7 @@ from typing import Any
 from policy.results import SampleTable
 from policy.schema import Benchmark
 from tasks.benchmarks.base import CheckpointInfo, RunnerError, register_runner, runner_config
+from tasks.storage import fsspec_local_path
 
 _LETTER_SCORES = {"C": 1.0, "I": 0.0, "P": 0.5, "N": 0.0}
 _WORD_SCORES = {"true": 1.0, "yes": 1.0, "correct": 1.0, "false": 0.0, "no": 0.0, "incorrect": 0.0}
@@ -85,7 +86,7 @@ def _newest_inspect_log(folder: Path, task: str | None) -> Path:
             candidates.append((info.mtime or 0.0, info.name))
     if not candidates:
         raise RunnerError(f"no Inspect log{' for task ' + task if task else ''} under {folder}")
-    return Path(max(candidates)[1].removeprefix("file://"))
+    return Path(fsspec_local_path(max(candidates)[1]))
 
 
 def table_from_inspect_log(path: str | Path, benchmark_id: str, version: str = "", *,

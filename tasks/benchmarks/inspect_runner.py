@@ -35,6 +35,7 @@ from typing import Any
 from policy.results import SampleTable
 from policy.schema import Benchmark
 from tasks.benchmarks.base import CheckpointInfo, RunnerError, register_runner, runner_config
+from tasks.storage import fsspec_local_path
 
 _INSPECT_LOCK = threading.Lock()
 _SIM_EXTRAS = ("curves", "capability_offset", "error_rate")
@@ -140,5 +141,5 @@ class InspectRunner:
             err = logs[0].error.message if logs[0].error is not None else "no error recorded"
             raise RunnerError(f"{benchmark.id}: Inspect run of '{task_name}' ended '{logs[0].status}': "
                               f"{err.strip().splitlines()[-1] if err.strip() else err} (log: {location})")
-        return table_from_inspect_log(location.removeprefix("file://"), benchmark.id, benchmark.version,
+        return table_from_inspect_log(fsspec_local_path(location), benchmark.id, benchmark.version,
                                       scorer=cfg.get("scorer"), score_key=cfg.get("score_key"))

@@ -7,19 +7,17 @@ check as the database's), without access to the database.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
-from urllib.parse import urlparse
 
 from tasks.ledger.chain import Event, VerifyReport, verify_events
 from tasks.ledger.errors import LedgerError
+from tasks.storage import atomic_writer, parse_uri, s3_client_for
 
 if TYPE_CHECKING:
-    from rsp.settings import Settings
+    from tasks.settings import Settings
     from tasks.ledger.store import Ledger
 
 
@@ -61,52 +59,39 @@ def verify_jsonl(fp: IO[str]) -> VerifyReport:
     return verify_events(read_jsonl(fp))
 
 
-def parse_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    key = parsed.path.lstrip("/")
-    if parsed.scheme != "s3" or not parsed.netloc or not key or key.endswith("/"):
-        raise ExportError(f"bad S3 target {uri!r}: expected s3://bucket/key")
-    return parsed.netloc, key
-
-
 def export_to(ledger: Ledger, out: str, settings: Settings | None = None) -> ExportResult:
     """Export to a local path (written to a temp file, then renamed: never a half file) or to
     s3://bucket/key (uploaded with boto3 using the settings' endpoint, region and profile)."""
-    if out.startswith("s3://"):
-        return _to_s3(ledger, out, settings)
-    path = Path(out)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fp:
-                count, seq, digest = _write(ledger, fp.write)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        target = parse_uri(out, what="ledger export", object_key=True)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if target.is_s3:
+        return _to_s3(ledger, out, target.bucket, target.key, settings)
+    assert target.path is not None  # a location that is not S3 is local
+    try:
+        # Streamed into the temp file: a long ledger never sits in memory.
+        with atomic_writer(target.path) as fh:
+            count, seq, digest = _write(ledger, lambda line: fh.write(line.encode("utf-8")))
     except OSError as exc:
         raise ExportError(f"cannot write export {out!r}: {exc}") from None
-    return ExportResult(str(path), count, seq, digest)
+    return ExportResult(str(target.path), count, seq, digest)
 
 
-def _to_s3(ledger: Ledger, out: str, settings: Settings | None) -> ExportResult:
-    bucket, key = parse_s3(out)
+def _to_s3(ledger: Ledger, out: str, bucket: str, key: str, settings: Settings | None) -> ExportResult:
     if settings is None:
-        from rsp.settings import get_settings
+        from tasks.settings import get_settings
 
         settings = get_settings()
     # Imported here: keeps `rsp --help` and SQLite-only use free of boto3's import cost.
-    import boto3  # type: ignore[import-untyped]
-    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError
 
     # Spooled to a temp file: the upload needs a seekable body, and a long ledger should not sit in memory.
     with tempfile.TemporaryFile("w+b") as raw:
         count, seq, digest = _write(ledger, lambda line: raw.write(line.encode("utf-8")))
         raw.seek(0)
         try:
-            session = boto3.session.Session(profile_name=settings.s3_profile, region_name=settings.s3_region)
-            client = session.client("s3", endpoint_url=settings.s3_endpoint_url)
+            client = s3_client_for(settings)
             client.upload_fileobj(raw, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
         except (BotoCoreError, ClientError) as exc:
             raise ExportError(f"cannot upload export to {out}: {exc}") from None

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from typing import Any
 
 from policy.schema import Safeguard
-from tasks.safeguards._aws import error_code, s3_client
 from tasks.safeguards._text import one_line
 from tasks.safeguards.context import VerificationContext
 from tasks.safeguards.verifiers import Verdict, register_verifier
+from tasks.storage import error_code, s3_client
 
 CHECK = "checkpoint_bucket_hardening"
 _PAB_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")

@@ -23,15 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import re
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AwareDatetime,
@@ -44,8 +40,8 @@ from pydantic import (
 )
 
 from policy.schema import Identifier, Text
-from tasks.safeguards._aws import error_code, s3_client
 from tasks.safeguards._text import describe_validation, load_yaml, one_line
+from tasks.storage import TruncatedListing, bucket_problem, error_code, iter_objects, parse_uri, s3_client, write_atomic
 
 MAX_RECORD_BYTES = 64 * 1024
 RECORD_SUFFIXES = (".json", ".yaml", ".yml")
@@ -277,23 +273,16 @@ class LocalEvidenceStore(EvidenceStore):
 
     def write(self, record: Attestation) -> str:
         target = self.folder / record_filename(record)
-        tmp = self.folder / f".{target.name}.{uuid.uuid4().hex}.tmp"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(record.to_json())
-            # A hard link publishes the complete file atomically and fails if the name exists:
-            # readers never see half a record, and no record is ever replaced.
-            os.link(tmp, target)
+            # Without overwrite the writer publishes with a hard link, which fails if the name exists:
+            # readers never see half a record, and no record is ever replaced. Mode 0o666 (less the
+            # umask), as a plain file: records are read by whoever runs the gate, not only their writer.
+            write_atomic(target, record.to_json(), overwrite=False, mode=0o666)
         except FileExistsError:
             raise EvidenceStoreError(f"{target}: a record with this name already exists") from None
         except OSError as exc:
             raise EvidenceStoreError(f"evidence store {self.folder}: cannot write: {exc.strerror or exc}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
         return str(target)
-
-
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class S3EvidenceStore(EvidenceStore):
@@ -307,8 +296,9 @@ class S3EvidenceStore(EvidenceStore):
         profile: str | None = None,
         client: Any = None,
     ):
-        if not _BUCKET_NAME.match(bucket):
-            raise ValueError(f"evidence store: S3 bucket name {bucket!r} is not valid")
+        problem = bucket_problem(bucket)
+        if problem:
+            raise ValueError(f"evidence store: {problem}")
         prefix = prefix.strip("/")
         self.bucket = bucket
         self.prefix = prefix + "/" if prefix else ""
@@ -330,13 +320,10 @@ class S3EvidenceStore(EvidenceStore):
 
         records: list[StoredAttestation] = []
         problems: list[EvidenceProblem] = []
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
-        while True:
-            try:
-                page = self.client.list_objects_v2(**request)
-            except (BotoCoreError, ClientError) as exc:
-                raise self._fail("cannot list", exc) from exc
-            for obj in page.get("Contents", ()):
+        try:
+            # Inside the try: building the client fails like a listing does.
+            objects = iter_objects(self.client, self.bucket, self.prefix)
+            for obj in objects:
                 key: str = obj["Key"]
                 rel = key.removeprefix(self.prefix)
                 source = f"s3://{self.bucket}/{key}"
@@ -367,12 +354,10 @@ class S3EvidenceStore(EvidenceStore):
                     records.append(record)
                 if problem is not None:
                     problems.append(problem)
-            if not page.get("IsTruncated"):
-                break
-            token = page.get("NextContinuationToken")
-            if not token:
-                raise EvidenceStoreError(f"evidence store {self.uri}: truncated listing without a continuation token")
-            request["ContinuationToken"] = token
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("cannot list", exc) from exc
+        except TruncatedListing as exc:
+            raise EvidenceStoreError(f"evidence store {self.uri}: {exc}") from None
         return EvidenceSnapshot(self.uri, tuple(records), tuple(problems))
 
     def write(self, record: Attestation) -> str:
@@ -400,32 +385,22 @@ def open_evidence_store(uri: str | None = None, *, settings: Any = None, client:
     """
     if uri is None or (settings is None and uri.startswith("s3://")):
         if settings is None:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             settings = get_settings()
         uri = uri or settings.resolved_evidence_store
     assert uri is not None
-    if uri.startswith("s3://"):
-        parts = urlsplit(uri)
-        if not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(f"evidence store {uri!r}: expected s3://bucket/prefix")
+    location = parse_uri(uri, what="evidence store")
+    if location.is_s3:
         return S3EvidenceStore(
-            parts.netloc, parts.path,
+            location.bucket, location.key,
             endpoint_url=getattr(settings, "s3_endpoint_url", None),
             region=getattr(settings, "s3_region", None),
             profile=getattr(settings, "s3_profile", None),
             client=client,
         )
-    if uri.startswith("file://"):
-        parts = urlsplit(uri)
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"evidence store {uri!r}: file:// URIs must be local")
-        from urllib.parse import unquote
-
-        return LocalEvidenceStore(Path(unquote(parts.path)))
-    if "://" in uri:
-        raise ValueError(f"evidence store {uri!r}: expected a folder, file:// or s3:// URI")
-    return LocalEvidenceStore(Path(uri))
+    assert location.path is not None  # a location that is not S3 is local
+    return LocalEvidenceStore(location.path)
 
 
 def format_records(records: Iterable[StoredAttestation]) -> list[dict[str, Any]]:

@@ -16,8 +16,7 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
+from typing import TYPE_CHECKING
 
 from tasks.manifest import (
     MANIFEST_NAME,
@@ -29,7 +28,9 @@ from tasks.manifest import (
     sha256_digest,
     write_manifest,
 )
+from tasks.storage import parse_uri
 from tasks.stores.base import (
+    STORES,
     CheckpointStore,
     ManifestGone,
     ManifestRef,
@@ -37,6 +38,9 @@ from tasks.stores.base import (
     check_put,
     key_problem,
 )
+
+if TYPE_CHECKING:
+    from tasks.settings import Settings
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
@@ -52,23 +56,10 @@ class LocalFolderStore(CheckpointStore):
     @classmethod
     def from_uri(cls, uri: str, *, create: bool = False) -> LocalFolderStore:
         """`file:///abs/path` (host empty or localhost) or a plain path."""
-        if uri.startswith("file:"):
-            parts = urlsplit(uri)
-            if parts.netloc not in ("", "localhost"):
-                raise ValueError(
-                    f"checkpoint store {uri!r}: file URIs on another host ({parts.netloc}) are not supported"
-                )
-            if parts.query or parts.fragment:
-                raise ValueError(f"checkpoint store {uri!r}: a file URI takes no query or fragment")
-            path = url2pathname(unquote(parts.path))
-            if not os.path.isabs(path):
-                raise ValueError(f"checkpoint store {uri!r}: a file URI needs an absolute path")
-            return cls(path, create=create)
-        if "://" in uri:
-            raise ValueError(
-                f"checkpoint store {uri!r}: unknown scheme; use file:///path, a plain path or s3://bucket/prefix"
-            )
-        return cls(uri, create=create)
+        location = parse_uri(uri, what="checkpoint store")
+        if location.path is None:
+            raise ValueError(f"checkpoint store {uri!r}: an s3 URI names an S3Store, not a local folder")
+        return cls(location.path, create=create)
 
     @property
     def uri(self) -> str:
@@ -191,3 +182,8 @@ class LocalFolderStore(CheckpointStore):
         return Checkpoint(
             manifest=manifest, uri=self.uri_for(key), key=key, digest=manifest.digest or sha256_digest(raw)
         )
+
+
+@STORES.register("file")
+def open_local_store(uri: str, settings: Settings | None, create: bool) -> LocalFolderStore:
+    return LocalFolderStore.from_uri(uri, create=create)

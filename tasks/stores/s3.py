@@ -5,10 +5,10 @@ cheap. Listing is `list_objects_v2` (1,000 keys a page) over the store's prefix,
 keeping keys that end in "/checkpoint.json"; with a cursor it passes `StartAfter`,
 so a tick with nothing new is one request however long the history.
 
-Throttling: the client retries in botocore's adaptive mode (exponential backoff
-plus a client-side rate limiter that slows down on 503 SlowDown). When retries run
-out the call raises StoreError: a page is never skipped, and a listing is never
-returned short.
+Throttling: the client is `tasks.storage.s3_client`, retrying in botocore's adaptive
+mode (exponential backoff plus a client-side rate limiter that slows down on 503
+SlowDown). When retries run out the call raises StoreError: a page is never skipped,
+and a listing is never returned short.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from tasks.manifest import (
     MANIFEST_NAME,
@@ -28,11 +27,22 @@ from tasks.manifest import (
     manifest_bytes,
     sha256_digest,
 )
-from tasks.stores.base import CheckpointStore, ManifestGone, ManifestRef, StoreError, check_put, key_problem
+from tasks.storage import (
+    MAX_ATTEMPTS,
+    TruncatedListing,
+    bucket_problem,
+    error_code,
+    iter_objects,
+    parse_uri,
+    s3_client,
+)
+from tasks.stores.base import STORES, CheckpointStore, ManifestGone, ManifestRef, StoreError, check_put, key_problem
+
+if TYPE_CHECKING:
+    from tasks.settings import Settings
 
 _MANIFEST_SUFFIX = "/" + MANIFEST_NAME
 _CONTENT_RANGE = re.compile(r"^bytes \d+-\d+/(\d+)$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class S3Store(CheckpointStore):
@@ -50,12 +60,13 @@ class S3Store(CheckpointStore):
         endpoint_url: str | None = None,
         region: str | None = None,
         profile: str | None = None,
-        max_attempts: int = 10,
+        max_attempts: int = MAX_ATTEMPTS,
         page_size: int = 1000,
         client: Any = None,
     ):
-        if not _BUCKET.match(bucket):
-            raise ValueError(f"S3 bucket name {bucket!r} is not valid")
+        problem = bucket_problem(bucket)
+        if problem:
+            raise ValueError(problem)
         prefix = prefix.strip("/")
         if prefix and key_problem(prefix):
             raise ValueError(f"S3 prefix {prefix!r}: {key_problem(prefix)}")
@@ -81,13 +92,11 @@ class S3Store(CheckpointStore):
         **kwargs: Any,
     ) -> S3Store:
         """`s3://bucket` or `s3://bucket/prefix`."""
-        parts = urlsplit(uri)
-        if parts.scheme != "s3" or not parts.netloc:
+        location = parse_uri(uri, what="checkpoint store")
+        if not location.is_s3:
             raise ValueError(f"checkpoint store {uri!r}: expected s3://bucket/prefix")
-        if parts.query or parts.fragment:
-            raise ValueError(f"checkpoint store {uri!r}: an s3 URI takes no query or fragment")
         return cls(
-            parts.netloc, parts.path, endpoint_url=endpoint_url, region=region, profile=profile, **kwargs
+            location.bucket, location.key, endpoint_url=endpoint_url, region=region, profile=profile, **kwargs
         )
 
     @property
@@ -96,19 +105,11 @@ class S3Store(CheckpointStore):
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    import boto3
-                    from botocore.config import Config
-
-                    session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-                    self._client = session.client(
-                        "s3",
+                    self._client = s3_client(
                         endpoint_url=self.endpoint_url,
-                        config=Config(
-                            retries={"mode": "adaptive", "max_attempts": self.max_attempts},
-                            connect_timeout=10,
-                            read_timeout=60,
-                            max_pool_connections=32,
-                        ),
+                        region=self.region,
+                        profile=self.profile,
+                        max_attempts=self.max_attempts,
                     )
         return self._client
 
@@ -128,15 +129,16 @@ class S3Store(CheckpointStore):
     def list_manifests(self, start_after: str | None = None) -> Iterator[ManifestRef]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": self.page_size}
-        if start_after:
-            request["StartAfter"] = self.prefix + start_after
-        while True:
-            try:
-                page = self.client.list_objects_v2(**request)
-            except (BotoCoreError, ClientError) as exc:
-                raise self._error("listing failed", exc) from exc
-            for obj in page.get("Contents", ()):
+        try:
+            # Inside the try: building the client (a missing profile, say) fails like a listing does.
+            objects = iter_objects(
+                self.client,
+                self.bucket,
+                self.prefix,
+                start_after=self.prefix + start_after if start_after else None,
+                page_size=self.page_size,
+            )
+            for obj in objects:
                 full_key: str = obj["Key"]
                 # The Prefix parameter already limits this; checked again because a key outside
                 # the prefix must never become a checkpoint, whatever the endpoint returns.
@@ -149,12 +151,10 @@ class S3Store(CheckpointStore):
                 yield ManifestRef(
                     key=key, manifest_key=manifest_key, size=obj["Size"], last_modified=obj["LastModified"]
                 )
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
-            if not token:
-                raise StoreError(f"{self.uri}: truncated listing without a continuation token")
-            request["ContinuationToken"] = token
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("listing failed", exc) from exc
+        except TruncatedListing as exc:
+            raise StoreError(f"{self.uri}: {exc}") from None
 
     def read_manifest(self, ref: ManifestRef) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -176,7 +176,7 @@ class S3Store(CheckpointStore):
             with response["Body"] as body:
                 raw = body.read(MAX_MANIFEST_BYTES + 1)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
+            code = error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ManifestGone(f"s3://{self.bucket}/{full_key}: no longer exists") from None
             if code == "InvalidRange":  # replaced by an empty object since listing
@@ -215,10 +215,7 @@ class S3Store(CheckpointStore):
                 **extra,
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-            ):
+            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise FileExistsError(
                     f"{self.uri_for(key)}{MANIFEST_NAME}: a checkpoint manifest already exists"
                 ) from None
@@ -228,3 +225,14 @@ class S3Store(CheckpointStore):
         return Checkpoint(
             manifest=manifest, uri=self.uri_for(key), key=key, digest=manifest.digest or sha256_digest(raw)
         )
+
+
+@STORES.register("s3")
+def open_s3_store(uri: str, settings: Settings | None, create: bool) -> S3Store:
+    # Buckets are not created here: a mistyped bucket must fail, not appear.
+    return S3Store.from_uri(
+        uri,
+        endpoint_url=settings.s3_endpoint_url if settings else None,
+        region=settings.s3_region if settings else None,
+        profile=settings.s3_profile if settings else None,
+    )
