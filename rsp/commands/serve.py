@@ -1,6 +1,7 @@
 """`rsp serve`: run the pipeline's deployments from one process (no work pool needed).
 
-Serves `watch` (on an interval, and on every `rsp.checkpoint.arrived` event), `evaluate`
+The deployments are those of deployments/prefect.yaml (flows/deployments.py reads it), so a
+served gate and a worker-run one are the same deployments. Serves `watch` (on an interval, and on every `rsp.checkpoint.arrived` event), `evaluate`
 (fill in a checkpoint URI in the Prefect UI to rerun one), `halt`, and optionally the demo
 training flow as a scaling deployment. Open halts are re-applied from the ledger before
 anything runs and every `--reconcile-every` seconds (a restarted serve process un-pauses
@@ -18,47 +19,21 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def build_deployments(policy: str, interval: float, store: str | None, with_demo: bool) -> list:
-    from prefect.events import DeploymentEventTrigger
+SERVED = ["watch", "evaluate", "halt", "approval", "resume"]
 
-    from flows.evaluate import evaluate
-    from flows.halt import halt
-    from flows.watch import watch
+
+def build_deployments(policy: str, interval: float, store: str | None, with_demo: bool) -> list:
+    """The deployments of deployments/prefect.yaml (the one definition), with this command's options applied."""
+    from flows.deployments import build_deployments as from_file
+    from tasks.settings import get_settings
 
     watch_params = {"policy": policy, **({"store": store} if store else {})}
-    deployments = [
-        watch.to_deployment(
-            name="watch", interval=interval, parameters=watch_params, tags=["rsp", "watch"],
-            description="Detect new complete checkpoints and evaluate each exactly once.",
-            triggers=[DeploymentEventTrigger(expect={"rsp.checkpoint.arrived"},
-                                             match={"prefect.resource.id": "rsp.checkpoint.*"},
-                                             parameters=watch_params)],
-        ),
-        evaluate.to_deployment(
-            name="evaluate", parameters={"policy": policy, "force": False}, tags=["rsp", "evaluate"],
-            description="Rerun one checkpoint: fill in checkpoint_uri (tick force to recompute benchmarks).",
-        ),
-        halt.to_deployment(name="halt", tags=["rsp", "halt"],
-                           description="Open and apply a halt (operators: give a reason and activities)."),
-    ]
-    try:
-        from flows.approval import await_approval
-
-        from flows.resume import resume
-
-        deployments.append(await_approval.to_deployment(
-            name="approval", tags=["rsp", "approval"], parameters={"timeout_s": 86400},
-            description="Collect approvals for a halt from the Prefect UI (each vote is recorded in the ledger)."))
-        deployments.append(resume.to_deployment(
-            name="resume", tags=["rsp", "resume"],
-            description="Lift a halt once its approvals and a fresh safeguard verification allow it."))
-    except ImportError:
-        pass
-    if with_demo:
-        from flows.train_demo import scaling_deployment
-
-        deployments.append(scaling_deployment())
-    return deployments
+    return from_file(
+        names=[*SERVED, *(["train-demo"] if with_demo else [])],
+        parameters={"watch": watch_params, "evaluate": {"policy": policy}},
+        interval=interval,
+        scaling_tag=get_settings().scaling_tag,
+    )
 
 
 def serve(

@@ -1,0 +1,58 @@
+"""One source of deployments: `rsp serve` builds exactly what deployments/prefect.yaml defines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.deployments import PREFECT_YAML, DeploymentFileError, build_deployments, deployment_specs
+
+
+def test_every_deployment_in_the_file_builds_with_its_definition() -> None:
+    specs = {s["name"]: s for s in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    built = {d.name: d for d in build_deployments()}
+    assert set(built) == set(specs)
+    for name, spec in specs.items():
+        d = built[name]
+        assert d.entrypoint == spec["entrypoint"]
+        assert d.tags == spec.get("tags", [])
+        assert d.parameters == (spec.get("parameters") or {})
+        assert d.description == " ".join(spec["description"].split())
+    watch = built["watch"]
+    assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [60.0]
+    (trigger,) = watch.triggers
+    assert trigger.expect == {"rsp.checkpoint.arrived"} and trigger.parameters == {"full_scan": False}
+    assert built["evaluate"].schedules in (None, [])
+
+
+def test_serve_overrides_policy_interval_store_and_scaling_tag() -> None:
+    from rsp.commands.serve import build_deployments as serve_deployments
+
+    built = {d.name: d for d in serve_deployments("openai-preparedness", 15.0, "s3://b/ck", with_demo=True)}
+    assert set(built) == {"watch", "evaluate", "halt", "approval", "resume", "train-demo"}
+    watch = built["watch"]
+    assert watch.parameters == {"policy": "openai-preparedness", "max_concurrent": 2, "store": "s3://b/ck"}
+    assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [15.0]
+    assert watch.triggers[0].parameters == {"policy": "openai-preparedness", "store": "s3://b/ck", "full_scan": False}
+    assert built["evaluate"].parameters["policy"] == "openai-preparedness"
+    assert built["train-demo"].tags == ["scaling", "training"]
+    assert "train-demo" not in {d.name for d in serve_deployments("anthropic-rsp", 60.0, None, with_demo=False)}
+
+
+def test_scaling_tag_is_the_configured_one() -> None:
+    (demo,) = build_deployments(names=["train-demo"], scaling_tag="scaling-prod")
+    assert demo.tags == ["scaling-prod", "training"]
+
+
+def test_bad_files_and_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(DeploymentFileError, match="no deployment named nope"):
+        build_deployments(names=["nope"])
+    bad = tmp_path / "prefect.yaml"
+    bad.write_text("deployments:\n  - name: x\n")
+    with pytest.raises(DeploymentFileError, match="needs a name and an entrypoint"):
+        deployment_specs(bad)
+    bad.write_text("name: nothing\n")
+    with pytest.raises(DeploymentFileError, match="no `deployments:` list"):
+        deployment_specs(bad)
