@@ -87,10 +87,10 @@ def main() -> int:
     os.environ.update({k: env[k] for k in ("RSP_HOME", "RSP_POLICY", "RSP_ROSTER", "RSP_NOTIFY", "RSP_CONFIG")})
 
     from policy.loading import parse_policy
-    from rsp.settings import get_settings
     from tasks.approvals.state import approval_state
     from tasks.enforcement import open_manual_halt
     from tasks.ledger import Ledger
+    from tasks.settings import get_settings
 
     get_settings.cache_clear()
     policy = parse_policy(TINY_POLICY.read_text(), "tiny")

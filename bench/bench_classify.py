@@ -17,9 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policy.engine import classify  # noqa: E402
-from policy.loading import policy_from_data  # noqa: E402
-from policy.results import SampleTable  # noqa: E402
+from policy.engine import classify
+from policy.loading import policy_from_data
+from policy.results import SampleTable
 
 TINY = Path(__file__).resolve().parent.parent / "tests" / "data" / "tiny-policy.yaml"
 

@@ -72,14 +72,14 @@ def evaluate_measure(
     bench = policy.benchmark(measure.benchmark)
     min_samples = measure.min_samples or bench.min_samples
     rules = policy.fail_closed
-    base = dict(
-        benchmark=measure.benchmark,
-        metric=measure.metric,
-        comparison=measure.comparison,
-        threshold=measure.threshold,
-        early_warning=measure.early_warning,
-        min_samples=min_samples,
-    )
+    base = {
+        "benchmark": measure.benchmark,
+        "metric": measure.metric,
+        "comparison": measure.comparison,
+        "threshold": measure.threshold,
+        "early_warning": measure.early_warning,
+        "min_samples": min_samples,
+    }
 
     def result(status: ThresholdStatus, reason: str) -> MeasureResult:
         if summary is None:
@@ -155,8 +155,8 @@ def required_safeguards(policy: Policy, level: str, thresholds: Iterable[Thresho
                 required_by.setdefault(sg, []).append(t.id)
     out = []
     for sg_id in sorted(required_by):
-        sg = policy.safeguard(sg_id)
-        out.append(SafeguardRequirement(id=sg.id, name=sg.name, kind=sg.kind, halts=sg.halts,
+        safeguard = policy.safeguard(sg_id)
+        out.append(SafeguardRequirement(id=safeguard.id, name=safeguard.name, kind=safeguard.kind, halts=safeguard.halts,
                                         required_by=tuple(required_by[sg_id])))
     return out
 
@@ -284,11 +284,11 @@ def classify(
                                           reason=reason, measures=tuple(measures)))
 
     rank, level_reasons = 0, []
-    for t in thresholds:
-        if t.gating and t.status in FIRING and t.triggers_level is not None:
-            r = policy.level_rank(t.triggers_level)
-            word = "crossed" if t.status == "crossed" else "could not be ruled out"
-            level_reasons.append(f"{t.id} {word} → {t.triggers_level}")
+    for result in thresholds:
+        if result.gating and result.status in FIRING and result.triggers_level is not None:
+            r = policy.level_rank(result.triggers_level)
+            word = "crossed" if result.status == "crossed" else "could not be ruled out"
+            level_reasons.append(f"{result.id} {word} → {result.triggers_level}")
             rank = max(rank, r)
     level = policy.levels[rank].id
     if not level_reasons:

@@ -57,8 +57,7 @@ def validation_problems(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
         msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+        msg = msg.removeprefix("Value error, ")
         loc = format_loc(tuple(err["loc"]))
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -72,7 +71,7 @@ def validation_problems(exc: ValidationError) -> list[str]:
 
 def parse_document(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise PolicyError(source, [yaml_problem(exc)]) from None
 

@@ -246,10 +246,10 @@ class Policy(_Strict):
                 need("safeguard", sg, safeguards, f"{where}.additional_safeguards[{j}]")
             for j, m in enumerate(t.measures):
                 need("benchmark", m.benchmark, benchmarks, f"{where}.measures[{j}].benchmark")
-                b = benchmarks.get(m.benchmark)
-                if b is not None and m.metric == "best_of_k" and b.attempts < 2:
+                measured = benchmarks.get(m.benchmark)
+                if measured is not None and m.metric == "best_of_k" and measured.attempts < 2:
                     errors.append(f"{where}.measures[{j}].metric: best_of_k needs a benchmark with attempts >= 2, "
-                                  f"'{b.id}' has {b.attempts}")
+                                  f"'{measured.id}' has {measured.attempts}")
         for i, s in enumerate(self.safeguards):
             if isinstance(s.verification, AttestationVerification):
                 for j, r in enumerate(s.verification.roles):

@@ -110,7 +110,7 @@ def _csv_rows(text: str, source: str):
             score = row.get("score")
             row["score"] = None if score in ("", None) else float(score)  # type: ignore[arg-type]
             if row.get("attempt") not in (None, ""):
-                row["attempt"] = int(row["attempt"])  # type: ignore[arg-type]
+                row["attempt"] = int(row["attempt"])  # type: ignore[call-overload]
             else:
                 row.pop("attempt", None)
         except ValueError as exc:

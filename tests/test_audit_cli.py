@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rsp.cli import app
-from tasks.settings import get_settings
 from tasks.ledger import Ledger
+from tasks.settings import get_settings
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from policy.cadence import LastComprehensive, assessment_depth, escalates
 
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def test_first_assessment_is_comprehensive(tiny_policy):

@@ -104,9 +104,9 @@ def test_missing_and_malformed_policy(tmp_path):
 def test_core_commands_do_not_import_prefect_or_gx(tmp_path):
     code = (
         "import sys; from rsp.cli import app\n"
-        "try:\n    app(['policy', 'validate', %r])\nexcept SystemExit: pass\n"
+        f"try:\n    app(['policy', 'validate', {str(TINY_POLICY)!r}])\nexcept SystemExit: pass\n"
         "heavy = [m for m in ('prefect', 'great_expectations', 'inspect_ai', 'boto3', 'sqlalchemy') "
-        "if m in sys.modules]\nprint('HEAVY', heavy)\n" % str(TINY_POLICY)
+        "if m in sys.modules]\nprint('HEAVY', heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out

@@ -22,7 +22,7 @@ def test_demo_small(tmp_path, monkeypatch, capsys):
     from tasks.settings import get_settings
 
     for var in list(os.environ):
-        if var.startswith("RSP_") or var.startswith("PREFECT_"):
+        if var.startswith(("RSP_", "PREFECT_")):
             monkeypatch.delenv(var, raising=False)
     home = tmp_path / "demo"
     code = demo.main(["--home", str(home), "--steps", "2", "--growth", "100", "--no-keep-server",

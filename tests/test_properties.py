@@ -7,10 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy.engine import classify
+from policy.loading import parse_policy
 from policy.results import SampleTable
 from tests.plugins.policies import TINY_POLICY
-
-from policy.loading import parse_policy
 
 POLICY = parse_policy(TINY_POLICY.read_text(), "tiny")
 BENCH = {"bio": 1, "chem": 1, "swe": 3, "ctf": 1}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tasks.settings import Settings
 from tasks.manifest import MANIFEST_NAME, manifest_bytes, new_manifest
+from tasks.settings import Settings
 from tasks.stores import ManifestRef, ManifestRejected, StoreError, checkpoint_key, from_uri
 from tasks.stores.s3 import S3Store
 from tests.test_store_local import StoreContract, WriteRaw, keys, manifest_for

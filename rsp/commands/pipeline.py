@@ -7,10 +7,14 @@ it, runs show up in that server's UI like scheduled ones.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from rsp.console import EXIT_PROBLEM, fail, print_json
+
+if TYPE_CHECKING:
+    from tasks.outcomes import EvaluationOutcome
 
 
 def register(app: typer.Typer) -> None:
@@ -26,16 +30,15 @@ def _quiet_prefect_when_json(json_out: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def _print_eval(res: dict) -> None:
-    status = res.get("status")
+def _print_eval(res: EvaluationOutcome) -> None:
+    status = res.status
     if status in ("evaluated", "failed_closed"):
-        halt = res.get("halt") or {}
-        extra = f" — halt {halt.get('halt_id')}" if halt.get("halt_id") else ""
-        typer.echo(f"{res['run_id']} step {res['step']}: {res['assessment']} assessment, level "
-                   f"{res['required_level']}, decision {res['decision'].upper()}{extra}"
-                   + (f" (fail-closed: {res['error']})" if res.get("error") else ""))
+        extra = f" — halt {res.halt.halt_id}" if res.halt and res.halt.halt_id else ""
+        typer.echo(f"{res.run_id} step {res.step}: {res.assessment} assessment, level "
+                   f"{res.required_level}, decision {(res.decision or '').upper()}{extra}"
+                   + (f" (fail-closed: {res.error})" if res.error else ""))
     else:
-        typer.echo(f"{res.get('checkpoint')}: {status}" + (f" ({res.get('reason')})" if res.get("reason") else ""))
+        typer.echo(f"{res.checkpoint}: {status}" + (f" ({res.reason})" if res.reason else ""))
 
 
 def evaluate(
@@ -55,15 +58,15 @@ def evaluate(
 
     try:
         res = evaluate_flow(uri, policy=policy, force=force, task_runner=task_runner, limit=limit)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line and exit 2
         fail(f"evaluate failed: {type(exc).__name__}: {exc}")
     if json_out:
-        print_json(res)
+        print_json(res.as_json())
     else:
         _print_eval(res)
-    if res.get("status") == "rejected":
+    if res.status == "rejected":
         raise typer.Exit(2)
-    if res.get("decision") == "halt":
+    if res.decision == "halt":
         raise typer.Exit(EXIT_PROBLEM)
 
 
@@ -89,21 +92,21 @@ def watch(
         try:
             res = watch_flow(store=store, policy=policy, max_concurrent=max_concurrent, full_scan=full_scan,
                              task_runner=task_runner, limit=limit)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line and exit 2
             fail(f"watch failed: {type(exc).__name__}: {exc}")
         if json_out:
-            print_json(res)
+            print_json(res.as_json())
         else:
-            typer.echo(f"listed {res['listed']} ({'full' if res['full_scan'] else 'incremental'}), "
-                       f"{res['new']} new, {len(res['rejected'])} rejected, {len(res['evaluated'])} evaluated, "
-                       f"{len(res['halted'])} halted")
-            for r in res["rejected"]:
-                typer.echo(f"  rejected {r['key']}: {r['reason']}")
-            for r in res["evaluated"]:
+            typer.echo(f"listed {res.listed} ({'full' if res.full_scan else 'incremental'}), "
+                       f"{res.new} new, {len(res.rejected)} rejected, {len(res.evaluated)} evaluated, "
+                       f"{len(res.halted)} halted")
+            for r in res.rejected:
+                typer.echo(f"  rejected {r.key}: {r.reason}")
+            for ev in res.evaluated:
                 typer.echo("  ", nl=False)
-                _print_eval(r)
+                _print_eval(ev)
         if once:
-            if res["halted"]:
+            if res.halted:
                 raise typer.Exit(EXIT_PROBLEM)
             return
         time.sleep(interval)

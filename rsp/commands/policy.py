@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -35,7 +36,7 @@ def validate(
     from policy.identity import policy_sha256
     from tasks.inputs import InputError, read_policy, resolve_policy_path
 
-    results = []
+    results: list[dict[str, Any]] = []
     for ref in files:
         path = str(resolve_policy_path(ref))
         try:

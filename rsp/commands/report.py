@@ -16,15 +16,15 @@ def report(
     ledger: str = typer.Option(None, "--ledger", help="SQLAlchemy URL (default: configured ledger)."),
 ) -> None:
     """Write <runs_dir>/RUN/report.html and scores.png from every determination of the run."""
-    from rsp.settings import get_settings
     from tasks.ledger import Ledger
     from tasks.run_report import write_run_report
+    from tasks.settings import get_settings
 
     settings = get_settings()
     try:
         path = write_run_report(Ledger(ledger or settings.resolved_ledger_url, create=False),
                                 settings.resolved_runs_dir, run_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line and exit 2
         fail(f"report failed: {type(exc).__name__}: {exc}")
     if path is None:
         fail(f"no determinations for run '{run_id}' in the ledger", code=1)

@@ -14,7 +14,7 @@ def load_yaml(text: str) -> Any:
     """Parse YAML (a superset of JSON) with duplicate keys rejected: a roster that lists a person
     twice must not quietly drop one of the two role lists. Raises ValueError, one line."""
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ValueError(yaml_problem(exc, "malformed YAML/JSON")) from None
 

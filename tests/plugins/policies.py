@@ -42,7 +42,7 @@ def make_table(spec: dict[str, tuple[float, int, int]], seed: int = 0, errors: d
     rows = []
     for bench, (frac, n, attempts) in spec.items():
         correct = np.zeros(n * attempts)
-        correct[: int(round(frac * n * attempts))] = 1.0
+        correct[: round(frac * n * attempts)] = 1.0
         rng.shuffle(correct)
         n_err = (errors or {}).get(bench, 0)
         for i in range(n):
