@@ -12,6 +12,7 @@ from policy.determination import RunFailure
 from policy.results import SampleTable
 from policy.schema import Benchmark
 from tasks.benchmarks.base import CheckpointInfo, RunnerTimeout
+from tasks.evaluation import run_benchmark_task
 
 
 def make_task_runner(spec: str) -> Any:
@@ -37,14 +38,23 @@ def make_task_runner(spec: str) -> Any:
 def run_benchmarks(
     info: CheckpointInfo, benchmarks: list[Benchmark], run_dir: str, force: bool = False, limit: int | None = None
 ) -> tuple[SampleTable, list[RunFailure]]:
-    from tasks.evaluation import run_benchmark_task
+    """Run each benchmark as its own task and collect the rows; a benchmark that crashes or runs
+    past its timeout is a `RunFailure` (its thresholds become undetermined), never missing rows.
 
+    Args:
+        info: the checkpoint under evaluation, as the runners need it.
+        benchmarks: the policy's benchmarks to run.
+        run_dir: the checkpoint's run folder; each benchmark logs under logs/<benchmark id>.
+        force: recompute every benchmark instead of reusing cached rows.
+        limit: run at most this many samples per benchmark (smoke tests).
+    """
     logger = get_run_logger()
     futures = []
     started = time.monotonic()
+    # force recomputes every benchmark; otherwise the cache (same checkpoint, version, runner) answers.
+    task = run_benchmark_task.with_options(refresh_cache=True) if force else run_benchmark_task
     for b in benchmarks:
-        t = run_benchmark_task.with_options(refresh_cache=force or None)
-        futures.append((b, t.submit(info, b, str(Path(run_dir) / "logs" / b.id), limit)))
+        futures.append((b, task.submit(info, b, str(Path(run_dir) / "logs" / b.id), limit)))
     table = SampleTable.empty()
     failures: list[RunFailure] = []
     for i, (b, fut) in enumerate(futures, start=1):
@@ -60,7 +70,7 @@ def run_benchmarks(
                                        message=f"no result within {b.timeout_s:g} s: {exc or 'timeout'}"))
             logger.warning("[%d/%d] %s timed out", i, len(futures), b.id)
             continue
-        except Exception as exc:  # any failure leaves the benchmark undetermined, never absent
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the benchmark undetermined, never absent
             failures.append(RunFailure(benchmark=b.id, kind="crashed", message=f"{type(exc).__name__}: {exc}"))
             logger.warning("[%d/%d] %s failed: %s", i, len(futures), b.id, exc)
             continue

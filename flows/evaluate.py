@@ -4,129 +4,97 @@ classify → verify safeguards → record → halt when obligations are unmet.
 Every path ends in a determination in the ledger. A stage that raises leaves a
 fail-closed determination (every threshold undetermined → the highest level →
 halt), never a silent pass.
+
+The ledger and the policy are built once per evaluation and handed to each stage; a parent
+flow in this process (watch) hands down its own, with the checkpoints it already loaded.
+The arithmetic (depth, carry-forward, escalation, scores) is `policy.assessment`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from policy.cadence import LastComprehensive, assessment_depth, escalates
-from policy.determination import CheckpointRef, Determination, RunFailure, ThresholdResult
+from flows.benchmarks import make_task_runner, run_benchmarks
+from flows.halt import halt as halt_flow
+from policy.assessment import (
+    CurrentScores,
+    PriorComprehensive,
+    current_scores,
+    escalates_to_comprehensive,
+    escalation_reason,
+    plan_assessment,
+    remaining_benchmarks,
+    score_history,
+)
+from policy.determination import Assessment, Determination, RunFailure, ThresholdResult
 from policy.engine import apply_safeguard_checks, classify, fail_closed_determination
+from policy.identity import policy_sha256
 from policy.results import SampleTable
-from policy.sandbagging import PastScore, detect_anomalies
+from policy.sandbagging import detect_anomalies
 from policy.schema import Policy
-from policy.statistics import question_values
+from tasks.benchmarks.base import CheckpointInfo
+from tasks.checkpoint_uri import checkpoint_info, load_checkpoint
+from tasks.evaluation import quality_task, record_determination, verify_safeguards_task, write_run_report_quietly
+from tasks.inputs import read_policy
+from tasks.ledger import Event, Ledger
+from tasks.ledger.events import CheckpointRejected, PolicyUnreadable
+from tasks.manifest import Checkpoint, ManifestRejected
+from tasks.outcomes import EvaluationOutcome, HaltSummary
+from tasks.report import publish_report
+from tasks.run_folder import run_folder, write_results
+from tasks.settings import get_settings
 
 
 def evaluation_key(checkpoint_uri: str, policy: Policy) -> str:
     """Exactly once per (checkpoint, policy): a changed policy re-decides a checkpoint, and its
     benchmark results come from the cache unless `force`."""
-    return f"{checkpoint_uri}@policy:{_sha(policy)[:16]}"
+    return f"{checkpoint_uri}@policy:{policy_sha256(policy)[:16]}"
 
 
-def _owner() -> str:
-    from prefect.runtime import flow_run
+@dataclass(frozen=True)
+class HandedDown:
+    """What a parent flow in this process already built, for the evaluate subflows it starts: its
+    ledger, the policy it read (and the reference it read it by) and the checkpoints it loaded, by
+    URI. Handed down through a context variable, not parameters, so that evaluate's parameters
+    stay the ones an operator types in the Prefect UI."""
 
-    return f"{socket.gethostname()}:{os.getpid()}:{flow_run.id or 'local'}"
-
-
-def _current_scores(policy: Policy, table: SampleTable) -> tuple[dict[str, float], dict[str, float]]:
-    means, best = {}, {}
-    for bid, rows in table.split_by_benchmark().items():
-        values, *_ = question_values(rows, "mean")
-        if values.size:
-            means[bid] = float(values.mean())
-        if policy.benchmark(bid).attempts > 1:
-            bvalues, *_ = question_values(rows, "best_of_k")
-            if bvalues.size:
-                best[bid] = float(bvalues.mean())
-    return means, best
+    ledger: Ledger
+    policy_ref: str
+    policy: Policy
+    checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
 
 
-def _history(ledger: Any, run_id: str, step: int) -> dict[str, list[PastScore]]:
-    """Earlier checkpoints' mean scores, from the determinations the ledger holds."""
-    out: dict[str, list[PastScore]] = {}
-    for payload in ledger.determinations(run_id):
-        ck = payload.get("checkpoint") or {}
-        if ck.get("step") is None or ck["step"] >= step:
-            continue
-        for s in payload.get("scores", {}).get("mean", {}).items():
-            out.setdefault(s[0], []).append(PastScore(step=ck["step"], effective_compute=ck["effective_compute"],
-                                                      mean=s[1]))
-    return out
+_HANDED_DOWN: ContextVar[HandedDown | None] = ContextVar("evaluate_handed_down", default=None)
 
 
-def _assess(policy: Policy, info: Any, ref: CheckpointRef, ledger: Any, folder: Path, *, force: bool,
-            task_runner: str, limit: int | None, now: dt.datetime) -> tuple[Determination, SampleTable, dict]:
-    from flows.benchmarks import make_task_runner, run_benchmarks
-    from tasks.evaluation import quality_task
-    from tasks.run_folder import write_results
-
-    logger = get_run_logger()
-    last_event = ledger.last_comprehensive_event(ref.run_id, before_step=ref.step)
-    last = None
-    carried: dict[str, ThresholdResult] | None = None
-    if last_event is not None:
-        ck = last_event.payload.get("checkpoint") or {}
-        last = LastComprehensive(effective_compute=float(ck.get("effective_compute") or 0.0),
-                                 assessed_at=dt.datetime.fromisoformat(last_event.ts), step=ck.get("step"))
-        if last_event.payload.get("policy", {}).get("sha256") == _sha(policy):
-            carried = {t["id"]: ThresholdResult.model_validate(t) for t in last_event.payload.get("thresholds", [])}
-    cadence = assessment_depth(policy.cadence, ref.effective_compute, now, last)
-    logger.info("assessment: %s (%s)", cadence.assessment, cadence.reason)
-    all_ids = [b.id for b in policy.benchmarks]
-    first_ids = all_ids if cadence.assessment == "comprehensive" else (
-        list(policy.cadence.preliminary_benchmarks) or all_ids)
-    runner = run_benchmarks.with_options(task_runner=make_task_runner(task_runner))
-
-    def run(ids: list[str]) -> tuple[SampleTable, list[RunFailure]]:
-        return runner(info, [policy.benchmark(i) for i in ids], str(folder), force, limit)
-
-    table, failures = run(first_ids)
-    assessment, reason, ran = cadence.assessment, cadence.reason, list(first_ids)
-    det, scores = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried,
-                            quality_task)
-    if assessment == "preliminary":
-        fresh = [t.status for t in det.thresholds if t.carried_from is None and t.gating]
-        if escalates(policy.cadence, fresh):
-            rest = [i for i in all_ids if i not in ran]
-            logger.info("preliminary result in the early-warning zone: escalating to comprehensive (%d more)",
-                        len(rest))
-            more, more_failures = run(rest)
-            table, failures = table.concat(more), failures + more_failures
-            ran = all_ids
-            assessment = "comprehensive"
-            reason = f"escalated from preliminary ({cadence.reason}): a threshold reached early warning or worse"
-            det, scores = _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, None,
-                                    quality_task)
-    write_results(folder, table)
-    return det, table, scores
+@contextlib.contextmanager
+def handing_down(built: HandedDown) -> Iterator[None]:
+    """Evaluate subflows started inside this block (and in threads that copy its context) reuse `built`."""
+    token = _HANDED_DOWN.set(built)
+    try:
+        yield
+    finally:
+        _HANDED_DOWN.reset(token)
 
 
-def _sha(policy: Policy) -> str:
-    from policy.identity import policy_sha256
+@dataclass(frozen=True)
+class _Evaluation:
+    """One evaluation's fixed inputs, built once and handed to each stage."""
 
-    return policy_sha256(policy)
-
-
-def _classify(policy, table, failures, ran, ref, ledger, folder, assessment, reason, carried, quality_task):
-    """Quality gate, sandbagging checks and classification; also the per-benchmark scores that
-    later checkpoints of the run compare against (recorded with the determination)."""
-    quality = quality_task(table, policy, ran, str(folder / "quality")).to_verdict()
-    means, best = _current_scores(policy, table)
-    anomalies = detect_anomalies(policy, ref.effective_compute, means, _history(ledger, ref.run_id, ref.step),
-                                 best)
-    det = classify(policy, table, checkpoint=ref, assessment=assessment, assessment_reason=reason,
-                   benchmarks_run=ran, quality=quality, anomalies=anomalies, run_failures=failures,
-                   carried=carried)
-    return det, {"mean": means, "best_of_k": best}
+    policy: Policy
+    checkpoint: Checkpoint
+    ledger: Ledger
+    folder: Path
 
 
 @flow(name="evaluate", log_prints=True)
@@ -137,126 +105,192 @@ def evaluate(
     task_runner: str = "threads",
     limit: int | None = None,
     claim_owner: str | None = None,
-) -> dict[str, Any]:
+) -> EvaluationOutcome:
     """Evaluate one checkpoint against a policy and record the determination.
 
-    checkpoint_uri: the checkpoint folder (file:///…/run/step-…/ or s3://bucket/…/run/step-…/).
-    policy: a bundled framework id (anthropic-rsp, openai-preparedness, gdm-fsf) or a policy file path.
-    force: re-evaluate even if this checkpoint was evaluated before, recomputing every benchmark.
-    task_runner: threads (default), threads:N, dask, or dask://scheduler:8786.
-    limit: run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
-    claim_owner: set by the watch flow, which has already claimed the checkpoint.
+    Args:
+        checkpoint_uri: the checkpoint folder (file:///…/run/step-…/ or s3://bucket/…/run/step-…/).
+        policy: a bundled framework id (anthropic-rsp, openai-preparedness, gdm-fsf) or a policy file path.
+        force: re-evaluate even if this checkpoint was evaluated before, recomputing every benchmark.
+        task_runner: threads (default), threads:N, dask, or dask://scheduler:8786.
+        limit: run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
+        claim_owner: set by the watch flow, which has already claimed the checkpoint.
     """
-    from rsp.settings import get_settings
-    from tasks.checkpoint_uri import checkpoint_info, load_checkpoint
-    from tasks.inputs import read_policy
-    from tasks.ledger import Ledger
-    from tasks.manifest import ManifestRejected
-    from tasks.run_folder import run_folder, write_json
-
-    logger = get_run_logger()
     settings = get_settings()
-    ledger = Ledger(settings.resolved_ledger_url)
+    handed = _HANDED_DOWN.get()
+    ledger = handed.ledger if handed is not None else Ledger(settings.resolved_ledger_url)
     try:
-        _store, ckpt = load_checkpoint(checkpoint_uri)
+        ckpt = _checkpoint(checkpoint_uri, handed)
     except (ManifestRejected, ValueError) as exc:
-        ledger.append("checkpoint.rejected", checkpoint_uri, {"uri": checkpoint_uri, "reason": str(exc)})
-        logger.error("checkpoint rejected: %s", exc)
-        return {"status": "rejected", "checkpoint": checkpoint_uri, "reason": str(exc)}
-
-    try:
-        pol: Policy = read_policy(policy)
-    except Exception as exc:  # no policy, no determination: halt everything until someone fixes it
-        error = f"{type(exc).__name__}: {exc}"
-        logger.error("policy %s unreadable, halting all scaling: %s", policy, error)
-        ledger.append("evaluation.failed", ckpt.uri, {"checkpoint": ckpt.uri, "error": error, "policy": policy})
-        _enforce_unreadable_policy(ckpt.uri, error)
-        raise
+        return _reject(ledger, checkpoint_uri, exc)
+    pol = _policy(ledger, ckpt, policy, handed)
     key = evaluation_key(ckpt.uri, pol)
     owner = claim_owner
     if owner is None and not force:
-        if ledger.is_done(key):
-            logger.info("%s was already evaluated under this policy; pass force=True to re-evaluate", ckpt.uri)
-            prev = ledger.previous_determination(ckpt.run_id, before_step=ckpt.step + 1) or {}
-            return {"status": "already_evaluated", "checkpoint": ckpt.uri, "decision": prev.get("decision"),
-                    "required_level": prev.get("required_level")}
-        owner = _owner()
-        if not ledger.claim(key, owner, settings.claim_lease_s):
-            logger.info("%s is being evaluated elsewhere", ckpt.uri)
-            return {"status": "claimed_elsewhere", "checkpoint": ckpt.uri}
-
-    ref = CheckpointRef(run_id=ckpt.run_id, step=ckpt.step, effective_compute=ckpt.effective_compute,
-                        uri=ckpt.uri, digest=ckpt.digest)
-    folder = run_folder(settings.resolved_runs_dir, ckpt.run_id, ckpt.step)
-    now = dt.datetime.now(dt.timezone.utc)
-    scores: dict[str, Any] = {}
-    stage_error = None
-    try:
-        info = checkpoint_info(ckpt)
-        det, _table, scores = _assess(pol, info, ref, ledger, folder, force=force, task_runner=task_runner,
-                                      limit=limit, now=now)
-        from tasks.evaluation import verify_safeguards_task
-
-        det = apply_safeguard_checks(det, verify_safeguards_task(pol, list(det.required_safeguards), ckpt.uri))
-    except Exception as exc:  # fail closed: the checkpoint is recorded as a halt, with the reason
-        stage_error = f"{type(exc).__name__}: {exc}"
-        logger.error("evaluation failed, recording a fail-closed determination: %s", stage_error)
-        det = fail_closed_determination(pol, f"evaluation failed: {stage_error}", checkpoint=ref)
-
-    payload = det.model_dump(mode="json") | {"scores": scores, "stage_error": stage_error, "forced": force,
-                                             "policy_ref": policy}
-    event = ledger.append("determination.recorded", ckpt.uri, payload)
-    write_json(folder / "determination.json", payload | {"ledger_seq": event.seq, "ledger_hash": event.hash})
-    logger.info("determination recorded at ledger seq %d: level %s, decision %s", event.seq, det.required_level,
-                det.decision)
-    halt = None
-    if det.decision == "halt":
-        halt = _enforce(det, event, policy)
-    from tasks.report import publish_report
-
-    publish_report(det, folder, ledger_seq=event.seq)
-    _run_report(ledger, settings.resolved_runs_dir, ref.run_id)
+        owner, skipped = _claim(ledger, ckpt, key, settings.claim_lease_s)
+        if skipped is not None:
+            return skipped
+    run = _Evaluation(pol, ckpt, ledger, run_folder(settings.resolved_runs_dir, ckpt.run_id, ckpt.step))
+    det, scores, stage_error = _determine(run, force=force, task_runner=task_runner, limit=limit)
+    event = record_determination(ledger, ckpt.uri, det, run.folder, {"scores": scores, "stage_error": stage_error,
+                                                                     "forced": force, "policy_ref": policy})
+    halt = _enforce(det, event, policy) if det.decision == "halt" else None
+    publish_report(det, run.folder, ledger_seq=event.seq)
+    write_run_report_quietly(ledger, settings.resolved_runs_dir, ckpt.run_id)
     if owner and claim_owner is None:
         ledger.complete(key, owner, {"decision": det.decision, "required_level": det.required_level,
                                      "determination_seq": event.seq})
-    return {
-        "status": "evaluated" if stage_error is None else "failed_closed",
-        "checkpoint": ckpt.uri,
-        "run_id": ref.run_id,
-        "step": ref.step,
-        "assessment": det.assessment,
-        "required_level": det.required_level,
-        "decision": det.decision,
-        "halts": list(det.halts),
-        "determination_seq": event.seq,
-        "halt": halt,
-        "error": stage_error,
-    }
+    return EvaluationOutcome(
+        status="evaluated" if stage_error is None else "failed_closed", checkpoint=ckpt.uri, run_id=ckpt.run_id,
+        step=ckpt.step, assessment=det.assessment, required_level=det.required_level, decision=det.decision,
+        halts=list(det.halts), determination_seq=event.seq, halt=halt, error=stage_error,
+    )
 
 
-def _run_report(ledger: Any, runs_dir: Path, run_id: str) -> None:
-    from tasks.run_report import write_run_report
+def _checkpoint(checkpoint_uri: str, handed: HandedDown | None) -> Checkpoint:
+    """The checkpoint a parent flow loaded and claimed, else its manifest read now (ManifestRejected
+    or ValueError when it is missing, invalid or the URI names no checkpoint)."""
+    if handed is not None and checkpoint_uri in handed.checkpoints:
+        return handed.checkpoints[checkpoint_uri]
+    return load_checkpoint(checkpoint_uri)[1]
 
+
+def _reject(ledger: Ledger, checkpoint_uri: str, exc: Exception) -> EvaluationOutcome:
+    ledger.record(CheckpointRejected(uri=checkpoint_uri, reason=str(exc)), checkpoint_uri)
+    get_run_logger().error("checkpoint rejected: %s", exc)
+    return EvaluationOutcome(status="rejected", checkpoint=checkpoint_uri, reason=str(exc))
+
+
+def _policy(ledger: Ledger, ckpt: Checkpoint, policy_ref: str, handed: HandedDown | None) -> Policy:
+    """The policy, read once (or as the parent flow read it). Unreadable: record the failure, halt
+    all scaling, and raise."""
+    if handed is not None and handed.policy_ref == policy_ref:
+        return handed.policy
     try:
-        write_run_report(ledger, runs_dir, run_id)
-    except Exception as exc:  # the determination is recorded; a plot failing must not fail the evaluation
-        get_run_logger().warning("run report not written: %s", exc)
+        return read_policy(policy_ref)
+    except Exception as exc:  # no policy, no determination: halt everything until someone fixes it
+        error = f"{type(exc).__name__}: {exc}"
+        get_run_logger().error("policy %s unreadable, halting all scaling: %s", policy_ref, error)
+        # Halt first: the halt is what keeps scaling stopped; the record only says why.
+        enforce_unreadable_policy(ckpt.uri, error)
+        ledger.record(PolicyUnreadable(checkpoint=ckpt.uri, policy=policy_ref, error=error), ckpt.uri)
+        raise
 
 
-def _enforce(det: Determination, event: Any, policy_ref: str) -> dict[str, Any]:
+def _owner() -> str:
+    from prefect.runtime import flow_run
+
+    return f"{socket.gethostname()}:{os.getpid()}:{flow_run.id or 'local'}"
+
+
+def _claim(ledger: Ledger, ckpt: Checkpoint, key: str, lease_s: float) -> tuple[str | None, EvaluationOutcome | None]:
+    """Claim the evaluation (started on its own; watch claims before it starts us). Returns the
+    claim's owner, or the outcome to return instead when it was decided before or is claimed."""
+    logger = get_run_logger()
+    if ledger.is_done(key):
+        logger.info("%s was already evaluated under this policy; pass force=True to re-evaluate", ckpt.uri)
+        prev = ledger.previous_determination(ckpt.run_id, before_step=ckpt.step + 1) or {}
+        return None, EvaluationOutcome(status="already_evaluated", checkpoint=ckpt.uri,
+                                       decision=prev.get("decision"), required_level=prev.get("required_level"))
+    owner = _owner()
+    if not ledger.claim(key, owner, lease_s):
+        logger.info("%s is being evaluated elsewhere", ckpt.uri)
+        return None, EvaluationOutcome(status="claimed_elsewhere", checkpoint=ckpt.uri)
+    return owner, None
+
+
+def _determine(run: _Evaluation, *, force: bool, task_runner: str, limit: int | None
+               ) -> tuple[Determination, dict[str, Any], str | None]:
+    """Assess, then verify the safeguards the assessment requires. A stage that raises leaves a
+    fail-closed determination instead (with the scores, when the assessment got that far)."""
+    ref = run.checkpoint.ref()
+    now = dt.datetime.now(dt.UTC)
+    scores: dict[str, Any] = {}
+    try:
+        info = checkpoint_info(run.checkpoint)
+        det, assessed = _assess(run, info, force=force, task_runner=task_runner, limit=limit, now=now)
+        scores = assessed.as_payload()
+        checks = verify_safeguards_task(run.policy, list(det.required_safeguards), run.checkpoint.uri)
+        return apply_safeguard_checks(det, checks), scores, None
+    except Exception as exc:  # noqa: BLE001 - fail closed: the checkpoint is recorded as a halt, with the reason
+        stage_error = f"{type(exc).__name__}: {exc}"
+        get_run_logger().error("evaluation failed, recording a fail-closed determination: %s", stage_error)
+        det = fail_closed_determination(run.policy, f"evaluation failed: {stage_error}", checkpoint=ref)
+        return det, scores, stage_error
+
+
+def _assess(run: _Evaluation, info: CheckpointInfo, *, force: bool, task_runner: str, limit: int | None,
+            now: dt.datetime) -> tuple[Determination, CurrentScores]:
+    """Run what the cadence asks for and classify; a preliminary result in the early-warning zone
+    runs the rest and is classified again as comprehensive, carrying nothing."""
+    logger = get_run_logger()
+    plan = plan_assessment(run.policy, run.checkpoint.effective_compute, now, _prior(run))
+    logger.info("assessment: %s (%s)", plan.depth.assessment, plan.depth.reason)
+    runner = run_benchmarks.with_options(task_runner=make_task_runner(task_runner))
+
+    def run_some(ids: list[str]) -> tuple[SampleTable, list[RunFailure]]:
+        return runner(info, [run.policy.benchmark(i) for i in ids], str(run.folder), force, limit)
+
+    ran = list(plan.first)
+    table, failures = run_some(ran)
+    det, scores = _classify(run, table, failures, ran, plan.depth.assessment, plan.depth.reason, plan.carried)
+    if escalates_to_comprehensive(run.policy, det):
+        rest = remaining_benchmarks(run.policy, ran)
+        logger.info("preliminary result in the early-warning zone: escalating to comprehensive (%d more)",
+                    len(rest))
+        more, more_failures = run_some(rest)
+        table, failures = table.concat(more), failures + more_failures
+        ran = [b.id for b in run.policy.benchmarks]
+        det, scores = _classify(run, table, failures, ran, "comprehensive", escalation_reason(plan.depth.reason),
+                                None)
+    write_results(run.folder, table)
+    return det, scores
+
+
+def _prior(run: _Evaluation) -> PriorComprehensive | None:
+    event = run.ledger.last_comprehensive_event(run.checkpoint.run_id, before_step=run.checkpoint.step)
+    if event is None:
+        return None
+    return PriorComprehensive(payload=event.payload, recorded_at=dt.datetime.fromisoformat(event.ts))
+
+
+def _classify(run: _Evaluation, table: SampleTable, failures: list[RunFailure], ran: list[str],
+              assessment: Assessment, reason: str, carried: Mapping[str, ThresholdResult] | None
+              ) -> tuple[Determination, CurrentScores]:
+    """Quality gate, sandbagging checks against the run's earlier checkpoints, classification; also
+    the scores later checkpoints compare against (recorded with the determination)."""
+    ckpt = run.checkpoint
+    quality = quality_task(table, run.policy, ran, str(run.folder / "quality")).to_verdict()
+    scores = current_scores(run.policy, table)
+    # Read now, after the benchmarks ran: an earlier step of this run may have been recorded meanwhile.
+    history = score_history(run.ledger.determinations(ckpt.run_id), ckpt.step)
+    anomalies = detect_anomalies(run.policy, ckpt.effective_compute, scores.mean, history, scores.best_of_k)
+    det = classify(run.policy, table, checkpoint=ckpt.ref(), assessment=assessment, assessment_reason=reason,
+                   benchmarks_run=ran, quality=quality, anomalies=anomalies, run_failures=failures, carried=carried)
+    return det, scores
+
+
+def _enforce(det: Determination, event: Event, policy_ref: str) -> HaltSummary:
     """Open (idempotently), apply and announce the halt this determination calls for."""
-    from flows.halt import halt
-
-    out = halt(determination=det.model_dump(mode="json"), determination_seq=event.seq,
-               determination_subject=event.subject, policy=policy_ref, opened_by="evaluate")
-    h, applied = out["halt"], out.get("apply") or {}
-    return {"halt_id": h["halt_id"], "created": h["created"], "applied": applied.get("applied"),
-            "apply_error": applied.get("error")}
+    out = halt_flow(determination=det, determination_seq=event.seq,
+                    determination_subject=event.subject, policy=policy_ref, opened_by="evaluate")
+    return halt_summary(out)
 
 
-def _enforce_unreadable_policy(where: str, error: str) -> None:
+def halt_summary(out: Any) -> HaltSummary:
+    """The halt flow's result as the evaluation reports it. Reads both the dict the halt flow
+    returned so far ({"halt": {...}, "apply": {...} | None}) and a typed outcome with `.halt` and
+    `.apply`, while that flow moves to typed values."""
+
+    def get(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+    recorded, applied = get(out, "halt"), get(out, "apply") or {}
+    return HaltSummary(halt_id=get(recorded, "halt_id"), created=get(recorded, "created"),
+                       applied=get(applied, "applied"), apply_error=get(applied, "error"))
+
+
+def enforce_unreadable_policy(where: str, error: str) -> None:
     """No policy, no determination: halt all scaling, once per place the policy failed to load."""
-    from flows.halt import halt
-
-    halt(reason=f"policy unreadable while evaluating {where}: {error}", activities=["training", "deployment"],
-         cause=f"policy-unreadable:{where}", opened_by="evaluate")
+    halt_flow(reason=f"policy unreadable while evaluating {where}: {error}", activities=["training", "deployment"],
+              cause=f"policy-unreadable:{where}", opened_by="evaluate")

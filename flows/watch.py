@@ -5,42 +5,40 @@ may list the same checkpoint, only one claim succeeds, and a claim whose
 evaluation died is taken again once its lease expires. Checkpoints of one run
 are evaluated in step order (cadence and regression checks compare against the
 run's earlier steps); different runs proceed in parallel, bounded.
+
+The tick builds its ledger and reads its policy once; the evaluate subflows it starts reuse
+them and the checkpoints it loaded (`flows.evaluate.handing_down`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import hashlib
+import itertools
 import json
+import logging
 import os
 import socket
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.evaluate import HandedDown, enforce_unreadable_policy, evaluate, evaluation_key, handing_down
+from policy.schema import Policy
+from tasks.inputs import read_policy
+from tasks.ledger import Ledger
+from tasks.ledger.events import CheckpointRejected
+from tasks.manifest import Checkpoint, ManifestRejected
+from tasks.outcomes import EvaluationOutcome, RejectedCheckpoint, WatchSummary
+from tasks.settings import get_settings
+from tasks.storage import write_atomic
+from tasks.stores.base import ScanCursor, from_uri
 
-def _cursor_path(home: Path, store_uri: str) -> Path:
-    return Path(home) / "watch" / f"cursor-{hashlib.sha256(store_uri.encode()).hexdigest()[:16]}.json"
-
-
-def _load_cursor(path: Path) -> Any:
-    from tasks.stores.base import ScanCursor
-
-    try:
-        return ScanCursor.model_validate_json(path.read_text())
-    except (OSError, ValueError):
-        return None  # no or unreadable cursor: the next scan is a full listing, which is always safe
-
-
-def _reject_once(ledger: Any, key: str, reason: str) -> bool:
-    """Record a rejected manifest once per (key, reason), so a hostile file does not flood the ledger."""
-    for ev in ledger.events(kind="checkpoint.rejected", subject=key):
-        if ev.payload.get("reason") == reason:
-            return False
-    ledger.append("checkpoint.rejected", key, {"key": key, "reason": reason})
-    return True
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 @flow(name="watch", log_prints=True)
@@ -51,111 +49,162 @@ def watch(
     full_scan: bool = False,
     task_runner: str = "threads",
     limit: int | None = None,
-) -> dict[str, Any]:
+) -> WatchSummary:
     """One detection tick: reconcile open halts, list, claim and evaluate new complete checkpoints.
 
-    store: file:///path or s3://bucket/prefix (default: the configured checkpoint store).
-    policy: bundled framework id or policy file path.
-    max_concurrent: runs evaluated in parallel (checkpoints within a run go in step order).
-    full_scan: list the whole store instead of only keys after the last seen one.
+    Args:
+        store: file:///path or s3://bucket/prefix (default: the configured checkpoint store).
+        policy: bundled framework id or policy file path.
+        max_concurrent: runs evaluated in parallel (checkpoints within a run go in step order).
+        full_scan: list the whole store instead of only keys after the last seen one.
+        task_runner: threads (default), threads:N, dask, or dask://scheduler:8786, for each evaluation.
+        limit: run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
     """
-    from flows.evaluate import evaluate, evaluation_key
-    from tasks.inputs import read_policy
-    from rsp.settings import get_settings
-    from tasks.ledger import Ledger
-    from tasks.run_folder import write_atomic
-    from tasks.stores.base import from_uri
-
-    logger = get_run_logger()
+    logger: Logger = get_run_logger()
     settings = get_settings()
     ledger = Ledger(settings.resolved_ledger_url)
-    reconciled = _reconcile(logger)
-    _retry_notifications(logger)
-    try:
-        pol = read_policy(policy)
-    except Exception as exc:  # fail closed: no policy means no evaluation can clear anything
-        from flows.evaluate import _enforce_unreadable_policy
-
-        logger.error("policy %s unreadable, halting all scaling: %s", policy, exc)
-        _enforce_unreadable_policy(f"policy {policy}", f"{type(exc).__name__}: {exc}")
-        raise
+    reconciled = _reconcile(ledger, logger)
+    _retry_notifications(ledger, logger)
+    pol = _read_policy(policy, logger)
     st = from_uri(store, settings, create=store is None)
     cursor_file = _cursor_path(settings.home, st.uri)
     scan = st.scan(_load_cursor(cursor_file), full=full_scan)
     todo_refs = [r for r in scan.refs if not ledger.is_done(evaluation_key(st.uri_for(r.key), pol))]
     loaded = st.load_all(todo_refs, max_workers=8)
-    rejected = [r for r in loaded.rejected if _reject_once(ledger, r.key, r.reason)]
-    for r in loaded.rejected:
-        logger.warning("rejected checkpoint %s: %s", r.key, r.reason)
-    owner_base = f"watch:{socket.gethostname()}:{os.getpid()}"
-    claimed: dict[str, list[Any]] = {}
-    for ck in sorted(loaded.checkpoints, key=lambda c: (c.manifest.created_at, c.step, c.key)):
-        if ledger.claim(evaluation_key(ck.uri, pol), f"{owner_base}:{ck.key}", settings.claim_lease_s):
-            claimed.setdefault(ck.run_id, []).append(ck)
-    n = sum(len(v) for v in claimed.values())
+    newly_rejected = _record_rejections(ledger, loaded.rejected, logger)
+    claims = _claim_all(ledger, loaded.checkpoints, pol, settings.claim_lease_s)
     logger.info("%d listed (%s scan), %d new, %d rejected, %d claimed here", len(scan.refs),
-                "full" if scan.full else "incremental", len(todo_refs), len(loaded.rejected), n)
+                "full" if scan.full else "incremental", len(todo_refs), len(loaded.rejected), claims.count)
+    with handing_down(HandedDown(ledger=ledger, policy_ref=policy, policy=pol, checkpoints=claims.by_uri())):
+        results = _evaluate_claimed(claims, ledger, pol, policy, max_concurrent=max_concurrent,
+                                    task_runner=task_runner, limit=limit, logger=logger)
+    # The cursor moves only after the tick's work is recorded: a crash re-lists, claims dedupe.
+    write_atomic(cursor_file, scan.next_cursor.model_dump_json().encode())
+    return WatchSummary(
+        listed=len(scan.refs), full_scan=scan.full, new=len(todo_refs),
+        rejected=[RejectedCheckpoint(key=r.key, reason=r.reason) for r in loaded.rejected],
+        newly_rejected=newly_rejected, evaluated=results, halted=[r for r in results if r.decision == "halt"],
+        # Plain JSON values (dates as text), as the reconcile report has always been returned.
+        reconciled=json.loads(json.dumps(reconciled, default=str)),
+    )
 
-    results: list[dict[str, Any]] = []
-    done = 0
 
-    def run_chain(checkpoints: list[Any]) -> list[dict[str, Any]]:
-        nonlocal done
+def _cursor_path(home: Path, store_uri: str) -> Path:
+    return Path(home) / "watch" / f"cursor-{hashlib.sha256(store_uri.encode()).hexdigest()[:16]}.json"
+
+
+def _load_cursor(path: Path) -> ScanCursor | None:
+    try:
+        return ScanCursor.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None  # no or unreadable cursor: the next scan is a full listing, which is always safe
+
+
+def _read_policy(policy_ref: str, logger: Logger) -> Policy:
+    try:
+        return read_policy(policy_ref)
+    except Exception as exc:  # fail closed: no policy means no evaluation can clear anything
+        logger.error("policy %s unreadable, halting all scaling: %s", policy_ref, exc)
+        enforce_unreadable_policy(f"policy {policy_ref}", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _record_rejections(ledger: Ledger, rejected: Iterable[ManifestRejected], logger: Logger) -> int:
+    """Record each rejected manifest once; returns how many were new this tick. Logged every tick."""
+    rejected = list(rejected)
+    newly = [r for r in rejected if _reject_once(ledger, r.key, r.reason)]
+    for r in rejected:
+        logger.warning("rejected checkpoint %s: %s", r.key, r.reason)
+    return len(newly)
+
+
+def _reject_once(ledger: Ledger, key: str, reason: str) -> bool:
+    """Record a rejected manifest once per (key, reason), so a hostile file does not flood the ledger."""
+    for ev in ledger.events(kind=CheckpointRejected.KIND, subject=key):
+        if ev.payload.get("reason") == reason:
+            return False
+    ledger.record(CheckpointRejected(key=key, reason=reason), key)
+    return True
+
+
+@dataclass
+class _Claims:
+    """The checkpoints this tick claimed, by run, each with the claim's key and owner."""
+
+    by_run: dict[str, list[tuple[Checkpoint, str, str]]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.by_run.values())
+
+    def by_uri(self) -> dict[str, Checkpoint]:
+        return {ck.uri: ck for chain in self.by_run.values() for ck, _key, _owner in chain}
+
+
+def _claim_all(ledger: Ledger, checkpoints: Iterable[Checkpoint], pol: Policy, lease_s: float) -> _Claims:
+    """Claim oldest first; a checkpoint another watcher claimed is theirs to evaluate."""
+    owner_base = f"watch:{socket.gethostname()}:{os.getpid()}"
+    claims = _Claims(by_run={})
+    for ck in sorted(checkpoints, key=lambda c: (c.manifest.created_at, c.step, c.key)):
+        key, owner = evaluation_key(ck.uri, pol), f"{owner_base}:{ck.key}"
+        if ledger.claim(key, owner, lease_s):
+            claims.by_run.setdefault(ck.run_id, []).append((ck, key, owner))
+    return claims
+
+
+def _evaluate_claimed(claims: _Claims, ledger: Ledger, pol: Policy, policy_ref: str, *, max_concurrent: int,
+                      task_runner: str, limit: int | None, logger: Logger) -> list[EvaluationOutcome]:
+    """Each run's checkpoints in step order, different runs in parallel (at most `max_concurrent`)."""
+    if not claims.by_run:
+        return []
+    done, total = itertools.count(1), claims.count
+
+    def run_chain(chain: list[tuple[Checkpoint, str, str]]) -> list[EvaluationOutcome]:
         out = []
-        for ck in sorted(checkpoints, key=lambda c: c.step):
-            owner = f"{owner_base}:{ck.key}"
-            try:
-                res = evaluate(ck.uri, policy=policy, task_runner=task_runner, limit=limit, claim_owner=owner)
-                ledger.complete(evaluation_key(ck.uri, pol), owner, {"decision": res.get("decision"),
-                                                                     "required_level": res.get("required_level")})
-            except Exception as exc:  # evaluate records its own fail-closed outcome; keep the claim retryable
-                ledger.fail(evaluation_key(ck.uri, pol), owner, f"{type(exc).__name__}: {exc}")
-                res = {"status": "error", "checkpoint": ck.uri, "error": str(exc)}
-            done += 1
-            logger.info("[%d/%d] %s step %d: %s %s", done, n, ck.run_id, ck.step, res.get("decision"),
-                        res.get("required_level"))
+        for ck, key, owner in sorted(chain, key=lambda c: c[0].step):
+            res = _evaluate_one(ck, key, owner, ledger, policy_ref, task_runner=task_runner, limit=limit)
+            logger.info("[%d/%d] %s step %d: %s %s", next(done), total, ck.run_id, ck.step, res.decision,
+                        res.required_level)
             out.append(res)
         return out
 
-    if claimed:
-        # Subflows started from worker threads need the parent's context to attach to this run.
-        with ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="evaluate") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, run_chain, cks) for cks in claimed.values()]
-            for f in futures:
-                results.extend(f.result())
-    # The cursor moves only after the tick's work is recorded: a crash re-lists, claims dedupe.
-    write_atomic(cursor_file, scan.next_cursor.model_dump_json().encode())
-    summary = {
-        "listed": len(scan.refs),
-        "full_scan": scan.full,
-        "new": len(todo_refs),
-        "rejected": [{"key": r.key, "reason": r.reason} for r in loaded.rejected],
-        "newly_rejected": len(rejected),
-        "evaluated": results,
-        "halted": [r for r in results if r.get("decision") == "halt"],
-        "reconciled": reconciled,
-    }
-    return json.loads(json.dumps(summary, default=str))
+    # Subflows started from worker threads need the parent's context to attach to this run.
+    with ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="evaluate") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, run_chain, chain) for chain in claims.by_run.values()]
+        return [res for f in futures for res in f.result()]
 
 
-def _retry_notifications(logger: Any) -> None:
+def _evaluate_one(ck: Checkpoint, key: str, owner: str, ledger: Ledger, policy_ref: str, *, task_runner: str,
+                  limit: int | None) -> EvaluationOutcome:
+    """Evaluate one claimed checkpoint and complete its claim; a subflow that raised fails the claim,
+    which stays retryable (evaluate records its own fail-closed outcome for what it can catch)."""
+    try:
+        res = evaluate(ck.uri, policy=policy_ref, task_runner=task_runner, limit=limit, claim_owner=owner)
+        ledger.complete(key, owner, {"decision": res.decision, "required_level": res.required_level})
+    except Exception as exc:  # noqa: BLE001 - one checkpoint's failure must not stop the others
+        ledger.fail(key, owner, f"{type(exc).__name__}: {exc}")
+        res = EvaluationOutcome(status="error", checkpoint=ck.uri, error=str(exc))
+    return res
+
+
+def _retry_notifications(ledger: Ledger, logger: Logger) -> None:
     """Notifications that failed earlier (Slack down, rate limited) go out now; never lost."""
     try:
         from tasks.notify import retry_pending
 
-        retry_pending()
-    except Exception as exc:  # reported, never fatal: the outbox keeps them for the next tick
+        retry_pending(ledger=ledger)
+    except Exception as exc:  # noqa: BLE001 - reported, never fatal: the outbox keeps them for the next tick
         logger.warning("notification retry failed: %s", exc)
 
 
-def _reconcile(logger: Any) -> Any:
+def _reconcile(ledger: Ledger, logger: Logger) -> dict[str, Any] | None:
     """Make Prefect agree with the ledger's open halts before anything else happens this tick."""
     try:
         from tasks.enforcement import reconcile
     except ImportError:
         return None
     try:
-        return reconcile().to_dict()
-    except Exception as exc:  # reported, never fatal: the gate still holds while Prefect drifts
+        return reconcile(ledger=ledger).to_dict()
+    except Exception as exc:  # noqa: BLE001 - reported, never fatal: the gate still holds while Prefect drifts
         logger.error("halt reconcile failed: %s", exc)
         return {"error": str(exc)}

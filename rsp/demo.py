@@ -71,7 +71,7 @@ def stop_pidfile(path: Path) -> bool:
 
 
 def start_prefect_server(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
-    log = open(home / "prefect-server.log", "w")
+    log = open(home / "prefect-server.log", "w")  # noqa: SIM115 - the child process writes it for its lifetime
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -83,8 +83,8 @@ def start_prefect_server(home: Path, port: int, env: dict[str, str]) -> subproce
 def seed_evidence(policy: Any) -> list[str]:
     """A roster of three people and attestations for two of the policy's ASL-3-style safeguards;
     the others stay missing so the crossing checkpoint's obligations are unmet."""
-    from rsp.settings import get_settings
     from tasks.safeguards import new_attestation, open_evidence_store
+    from tasks.settings import get_settings
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def seed_evidence(policy: Any) -> list[str]:
     (settings.home / "roster.yaml").write_text(
         "people:\n" + "".join(f"  {p}: {{roles: [{', '.join(sorted(rs))}]}}\n" for p, rs in people.items()))
     store = open_evidence_store()
-    attested = []
+    attested: list[str] = []
     for sg in policy.safeguards:
         v = sg.verification
         if getattr(v, "method", "") == "attestation" and sg.kind == "security" and len(attested) < 2:
@@ -108,7 +108,7 @@ def serve_process(env: dict[str, str], home: Path) -> subprocess.Popen:
     code = ("from flows.train_demo import scaling_deployment\n"
             "from tasks.enforcement import serve_scaling\n"
             "serve_scaling(scaling_deployment(), reconcile_every=5.0)\n")
-    log = open(home / "serve.log", "w")
+    log = open(home / "serve.log", "w")  # noqa: SIM115 - the child process writes it for its lifetime
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -118,7 +118,7 @@ def approval_service(env: dict[str, str], home: Path, port: int) -> subprocess.P
     import secrets
 
     env = {**env, "RSP_SLACK_SIGNING_SECRET": env.get("RSP_SLACK_SIGNING_SECRET") or secrets.token_hex(16)}
-    log = open(home / "approval-service.log", "w")
+    log = open(home / "approval-service.log", "w")  # noqa: SIM115 - the child process writes it for its lifetime
     return subprocess.Popen([sys.executable, "-m", "rsp.cli", "serve-approvals", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -127,7 +127,8 @@ def flow_run_state(run_id: Any) -> str:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id).state.type.value
+        state = client.read_flow_run(run_id).state
+        return state.type.value if state is not None else "UNKNOWN"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     approvals_port = free_port(8080)
     try:
         wait_http(f"{api}/health", 180, "the Prefect server")
-        from rsp.settings import get_settings
         from tasks.inputs import read_policy
+        from tasks.settings import get_settings
 
         get_settings.cache_clear()
         policy = read_policy(args.policy)
@@ -217,7 +218,7 @@ def start_training(args: argparse.Namespace) -> Any:
             try:
                 dep = client.read_deployment_by_name(DEPLOYMENT)
                 break
-            except Exception:
+            except Exception:  # noqa: BLE001 - not registered yet (404) or server still starting: retry until the deadline
                 if time.monotonic() > deadline:
                     raise RuntimeError("the serve process did not register the train-demo deployment") from None
                 time.sleep(0.5)
@@ -228,27 +229,27 @@ def start_training(args: argparse.Namespace) -> Any:
 
 def watch_until_halted(args: argparse.Namespace, run_id: Any, started: float) -> dict[str, Any]:
     from flows.watch import watch
-    from rsp.settings import get_settings
     from tasks.ledger import Ledger
+    from tasks.settings import get_settings
 
     ledger = Ledger(get_settings().resolved_ledger_url)
-    seen: list[dict[str, Any]] = []
+    seen: list[Any] = []  # tasks.outcomes.EvaluationOutcome
     halt_at = None
     while time.monotonic() - started < args.timeout:
         res = watch(policy=args.policy)
-        for r in res["evaluated"]:
+        for r in res.evaluated:
             seen.append(r)
-            extra = f" — HALT {r['halt']['halt_id']}" if r.get("halt") else ""
-            say(f"checkpoint step {r['step']}: {r['assessment']} assessment → level {r['required_level']}, "
-                f"{r['decision'].upper()}{extra}")
-            if r.get("decision") == "halt" and halt_at is None:
+            extra = f" — HALT {r.halt.halt_id}" if r.halt else ""
+            say(f"checkpoint step {r.step}: {r.assessment} assessment → level {r.required_level}, "
+                f"{(r.decision or '').upper()}{extra}")
+            if r.decision == "halt" and halt_at is None:
                 halt_at = r
         state = flow_run_state(run_id)
         if state in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
             if halt_at is not None or state == "COMPLETED":
                 res = watch(policy=args.policy)  # evaluate anything written in the last step
-                seen.extend(res["evaluated"])
-                halt_at = halt_at or next((r for r in res["evaluated"] if r.get("decision") == "halt"), None)
+                seen.extend(res.evaluated)
+                halt_at = halt_at or next((r for r in res.evaluated if r.decision == "halt"), None)
                 break
             if state in ("FAILED", "CRASHED"):
                 say(f"training run ended {state} without a halt; see {Path(os.environ['RSP_HOME']) / 'serve.log'}")
@@ -261,8 +262,8 @@ def watch_until_halted(args: argparse.Namespace, run_id: Any, started: float) ->
 
 
 def print_summary(s: dict[str, Any], port: int, args: argparse.Namespace) -> None:
-    from rsp.settings import get_settings
     from tasks.enforcement.prefect_api import list_scaling_deployments, prefect_client
+    from tasks.settings import get_settings
 
     ledger = s["ledger"]
     verify = ledger.verify()
@@ -278,9 +279,9 @@ def print_summary(s: dict[str, Any], port: int, args: argparse.Namespace) -> Non
     if h is None:
         print("\nNo halt: every checkpoint's obligations were met (or the demo timed out).")
         return
-    halt = ledger.halt(h["halt"]["halt_id"])
-    det = next(d for d in ledger.determinations(RUN_ID) if d["checkpoint"]["step"] == h["step"])
-    print(f"\nCrossing checkpoint: step {h['step']} → {det['required_level']}: {'; '.join(det['level_reasons'])}")
+    halt = ledger.halt(h.halt.halt_id)
+    det = next(d for d in ledger.determinations(RUN_ID) if d["checkpoint"]["step"] == h.step)
+    print(f"\nCrossing checkpoint: step {h.step} → {det['required_level']}: {'; '.join(det['level_reasons'])}")
     print(f"Halt {halt.halt_id} ({'open' if halt.is_open else 'lifted'}), halting "
           f"{', '.join(halt.payload['what']['activities'])}; obligations unmet:")
     for r in det["decision_reasons"]:
@@ -290,8 +291,8 @@ def print_summary(s: dict[str, Any], port: int, args: argparse.Namespace) -> Non
     for dep in deps:
         print(f"Deployment {dep.name}: {'PAUSED' if dep.paused else 'not paused'}")
     print(f"Training run: {s['training_state']}; checkpoints written: {len(written)} (last step {max(written)}), "
-          f"none after the halted step {h['step']}" if max(written) == h["step"] else
-          f"Training run: {s['training_state']}; last checkpoint step {max(written)} (halt at step {h['step']})")
+          f"none after the halted step {h.step}" if max(written) == h.step else
+          f"Training run: {s['training_state']}; last checkpoint step {max(written)} (halt at step {h.step})")
     print(f"Ledger: {'verifies' if verify.ok else 'BROKEN: ' + str(verify.reason)} ({verify.checked} events) — "
           f"rsp audit verify")
     runs = get_settings().resolved_runs_dir
@@ -310,7 +311,7 @@ def print_summary(s: dict[str, Any], port: int, args: argparse.Namespace) -> Non
     if not args.no_keep_server:
         print(f"\nPrefect UI: http://127.0.0.1:{port}  (server left running; stop it with "
               f"`python -m rsp.demo --stop --home {args.home}`)")
-    print(json.dumps({"halt_id": halt.halt_id, "crossing_step": h["step"]}))
+    print(json.dumps({"halt_id": halt.halt_id, "crossing_step": h.step}))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Prefect tasks of the evaluate flow: thin shells over the core and the adapters.
+"""Prefect tasks of the evaluate flow, and the steps around them that touch the ledger and the
+run folder: thin shells over the core and the adapters.
 
 Imported only by flows (it imports Prefect); the CLI imports flows lazily.
 """
@@ -7,15 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from policy.determination import Determination, SafeguardCheck, SafeguardRequirement
 from policy.results import SampleTable
-from policy.schema import Benchmark
+from policy.schema import Benchmark, Policy
 from tasks.benchmarks.base import CheckpointInfo, RunnerError, run_benchmark, runner_config
+from tasks.ledger import Event, Ledger
+from tasks.ledger.events import DeterminationRecorded
+from tasks.quality.report import QualityReport
+from tasks.run_folder import write_json
 
 
 def benchmark_cache_key(info: CheckpointInfo, benchmark: Benchmark, limit: int | None) -> str:
@@ -37,7 +44,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
         return isinstance(cause, (ConnectionError, OSError)) and not isinstance(cause, FileNotFoundError)
     except (ConnectionError, OSError):
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything else is a bug or bad input: retrying repeats it
         return False
     return False
 
@@ -57,7 +64,7 @@ def run_benchmark_task(info: CheckpointInfo, benchmark: Benchmark, log_dir: str,
 
 
 @task(name="data-quality", cache_policy=NO_CACHE)
-def quality_task(table: SampleTable, policy: Any, required: list[str], docs_dir: str) -> Any:
+def quality_task(table: SampleTable, policy: Policy, required: list[str], docs_dir: str) -> QualityReport:
     from tasks.quality import check_quality
 
     report = check_quality(table, policy, required, docs_dir=Path(docs_dir))
@@ -70,7 +77,32 @@ def quality_task(table: SampleTable, policy: Any, required: list[str], docs_dir:
 
 
 @task(name="verify-safeguards", cache_policy=NO_CACHE)
-def verify_safeguards_task(policy: Any, requirements: Any, checkpoint_uri: str) -> Any:
+def verify_safeguards_task(policy: Policy, requirements: Iterable[SafeguardRequirement], checkpoint_uri: str
+                           ) -> dict[str, SafeguardCheck]:
     from tasks.safeguards import VerificationContext, verify_safeguards
 
     return verify_safeguards(policy, requirements, VerificationContext.from_settings())
+
+
+def record_determination(ledger: Ledger, subject: str, det: Determination, folder: Path,
+                         extra: Mapping[str, Any]) -> Event:
+    """Append the determination (with `extra`: scores, stage error, forced, policy reference) to the
+    ledger, then write it to the run folder with where it sits in the chain. The ledger first: the
+    file is a copy for people, the ledger is the record."""
+    recorded = DeterminationRecorded.of(det, **extra)
+    payload = recorded.to_payload()
+    event = ledger.record(recorded, subject)
+    write_json(folder / "determination.json", payload | {"ledger_seq": event.seq, "ledger_hash": event.hash})
+    get_run_logger().info("determination recorded at ledger seq %d: level %s, decision %s", event.seq,
+                          det.required_level, det.decision)
+    return event
+
+
+def write_run_report_quietly(ledger: Ledger, runs_dir: Path, run_id: str) -> None:
+    """Regenerate the run's report across checkpoints; a failure is logged, never raised."""
+    from tasks.run_report import write_run_report
+
+    try:
+        write_run_report(ledger, runs_dir, run_id)
+    except Exception as exc:  # noqa: BLE001 - the determination is recorded; a plot failing must not fail it
+        get_run_logger().warning("run report not written: %s", exc)

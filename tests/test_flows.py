@@ -29,8 +29,8 @@ def attested_baseline(rsp_home: Path) -> None:
 
 
 def ledger():
-    from rsp.settings import get_settings
     from tasks.ledger import Ledger
+    from tasks.settings import get_settings
 
     return Ledger(get_settings().resolved_ledger_url)
 
@@ -46,13 +46,13 @@ def test_watch_evaluates_each_complete_checkpoint_once(prefect_server, rsp_home,
     store = str(rsp_home / "checkpoints")
     write_checkpoints(store, "run-a", [(100, 1e21), (200, 4e21), (300, 2e22)])
     first = run_watch(pipeline_policy, store)
-    assert first["new"] == 3 and len(first["evaluated"]) == 3
-    assert [r["decision"] for r in first["evaluated"]] == ["proceed"] * 3
-    assert [r["required_level"] for r in first["evaluated"]] == ["L2"] * 3
+    assert first.new == 3 and len(first.evaluated) == 3
+    assert [r.decision for r in first.evaluated] == ["proceed"] * 3
+    assert [r.required_level for r in first.evaluated] == ["L2"] * 3
     # cadence: first comprehensive, 4x compute → comprehensive, 5x → comprehensive again
-    assert [r["assessment"] for r in first["evaluated"]] == ["comprehensive", "comprehensive", "comprehensive"]
+    assert [r.assessment for r in first.evaluated] == ["comprehensive", "comprehensive", "comprehensive"]
     second = run_watch(pipeline_policy, store)
-    assert second["new"] == 0 and second["evaluated"] == []
+    assert second.new == 0 and second.evaluated == []
     dets = ledger().determinations("run-a")
     assert sorted(d["checkpoint"]["step"] for d in dets) == [100, 200, 300]
     assert ledger().verify().ok
@@ -65,8 +65,8 @@ def test_preliminary_assessment_below_factor_and_carry_forward(prefect_server, r
                                                               write_checkpoints, attested_baseline):
     store = str(rsp_home / "checkpoints")
     write_checkpoints(store, "run-p", [(100, 1e21), (200, 1.5e21)])
-    res = run_watch(pipeline_policy, store)["evaluated"]
-    assert [r["assessment"] for r in res] == ["comprehensive", "preliminary"]
+    res = run_watch(pipeline_policy, store).evaluated
+    assert [r.assessment for r in res] == ["comprehensive", "preliminary"]
     det = ledger().previous_determination("run-p")
     assert det["checkpoint"]["step"] == 200
     carried = {t["id"]: t["carried_from"] for t in det["thresholds"]}
@@ -81,10 +81,10 @@ def test_half_written_checkpoint_ignored_until_manifest_lands(prefect_server, rs
     partial = store / "run-h" / "step-000000100"
     partial.mkdir(parents=True)
     (partial / "weights.bin").write_bytes(b"half")
-    assert run_watch(pipeline_policy, str(store))["listed"] == 0
+    assert run_watch(pipeline_policy, str(store)).listed == 0
     (partial / "checkpoint.json").write_bytes(manifest_bytes(new_manifest("run-h", 100, 1e21)))
     res = run_watch(pipeline_policy, str(store), full_scan=True)
-    assert res["new"] == 1 and res["evaluated"][0]["step"] == 100
+    assert res.new == 1 and res.evaluated[0].step == 100
 
 
 def test_hostile_manifests_rejected_once_and_watcher_goes_on(prefect_server, rsp_home, pipeline_policy,
@@ -100,14 +100,34 @@ def test_hostile_manifests_rejected_once_and_watcher_goes_on(prefect_server, rsp
         (store / key).mkdir(parents=True)
         (store / key / "checkpoint.json").write_bytes(raw)
     res = run_watch(pipeline_policy, str(store))
-    assert len(res["evaluated"]) == 1 and res["evaluated"][0]["step"] == 100
-    reasons = {r["key"]: r["reason"] for r in res["rejected"]}
+    assert len(res.evaluated) == 1 and res.evaluated[0].step == 100
+    reasons = {r.key: r.reason for r in res.rejected}
     assert set(reasons) == set(bad)
     assert "effective_compute" in reasons["run-x/step-000000050"]
     assert "'..'" in reasons["run-x/step-000000060"]
     assert "64 KiB" in reasons["run-x/step-000000070"] or "65536" in reasons["run-x/step-000000070"]
     run_watch(pipeline_policy, str(store), full_scan=True)
     assert len(ledger().events(kind="checkpoint.rejected")) == 3  # recorded once, not every tick
+
+
+def test_watch_hands_its_policy_and_loaded_checkpoints_to_evaluate(prefect_server, rsp_home, pipeline_policy,
+                                                                   write_checkpoints, attested_baseline,
+                                                                   monkeypatch):
+    import flows.evaluate
+
+    def not_again(what):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"evaluate under watch read the {what} again")
+        return fail
+
+    monkeypatch.setattr(flows.evaluate, "load_checkpoint", not_again("manifest"))
+    monkeypatch.setattr(flows.evaluate, "read_policy", not_again("policy"))
+    store = str(rsp_home / "checkpoints")
+    write_checkpoints(store, "run-a", [(100, 1e21), (200, 4e21)])
+    write_checkpoints(store, "run-b", [(100, 1e21)])
+    res = run_watch(pipeline_policy, store)
+    assert [(r.run_id, r.step, r.status) for r in sorted(res.evaluated, key=lambda r: (r.run_id, r.step))] == [
+        ("run-a", 100, "evaluated"), ("run-a", 200, "evaluated"), ("run-b", 100, "evaluated")]
 
 
 def test_claim_of_a_dead_evaluation_is_retried_after_its_lease(prefect_server, rsp_home, pipeline_policy,
@@ -119,10 +139,10 @@ def test_claim_of_a_dead_evaluation_is_retried_after_its_lease(prefect_server, r
     [ck] = write_checkpoints(store, "run-c", [(100, 1e21)])
     key = evaluation_key(ck.uri, read_policy(pipeline_policy))
     assert ledger().claim(key, "crashed-worker", lease_s=1.0)  # claimed, then the process died
-    assert run_watch(pipeline_policy, store)["evaluated"] == []  # lease still held
+    assert run_watch(pipeline_policy, store).evaluated == []  # lease still held
     time.sleep(1.2)
     res = run_watch(pipeline_policy, store, full_scan=True)
-    assert [r["step"] for r in res["evaluated"]] == [100]
+    assert [r.step for r in res.evaluated] == [100]
     claim = ledger().get_claim(key)
     assert claim.state == "completed" and claim.attempts == 2
 
@@ -131,15 +151,15 @@ def test_crossing_checkpoint_halts_and_ledger_verifies(prefect_server, rsp_home,
                                                        write_checkpoints, attested_baseline):
     store = str(rsp_home / "checkpoints")
     write_checkpoints(store, "run-z", [(100, 1e21), (200, 1e25)])
-    res = run_watch(pipeline_policy, store)["evaluated"]
-    assert [(r["required_level"], r["decision"]) for r in res] == [("L2", "proceed"), ("L3", "halt")]
-    assert res[1]["halt"]["halt_id"]
+    res = run_watch(pipeline_policy, store).evaluated
+    assert [(r.required_level, r.decision) for r in res] == [("L2", "proceed"), ("L3", "halt")]
+    assert res[1].halt.halt_id
     det = ledger().previous_determination("run-z")
     cbrn3 = next(t for t in det["thresholds"] if t["id"] == "CBRN-3")
     assert cbrn3["status"] == "crossed"
     states = {s["id"]: s["state"] for s in det["safeguards"]}
     assert states == {"sg-base": "met", "sg-sec3": "unknown", "sg-dep3": "unknown"}
-    assert [h["halt_id"] for h in ledger().open_halts()] == [res[1]["halt"]["halt_id"]]
+    assert [h["halt_id"] for h in ledger().open_halts()] == [res[1].halt.halt_id]
     from typer.testing import CliRunner
 
     from rsp.cli import app
@@ -162,7 +182,7 @@ def test_crashed_benchmark_is_undetermined_never_absent(prefect_server, rsp_home
     monkeypatch.setenv("FAKE_FAIL", '["chem"]')
     [ck] = write_checkpoints(str(rsp_home / "checkpoints"), "run-f", [(100, 1e21)])
     res = evaluate(ck.uri, policy=str(pipeline_policy))
-    assert res["required_level"] == "L3" and res["decision"] == "halt"
+    assert res.required_level == "L3" and res.decision == "halt"
     det = ledger().previous_determination("run-f")
     assert det["run_failures"][0]["benchmark"] == "chem" and det["run_failures"][0]["kind"] == "crashed"
     cbrn3 = next(t for t in det["thresholds"] if t["id"] == "CBRN-3")
@@ -172,9 +192,9 @@ def test_crashed_benchmark_is_undetermined_never_absent(prefect_server, rsp_home
 def test_benchmark_past_its_timeout_is_timed_out_and_undetermined(prefect_server, rsp_home, pipeline_policy,
                                                                   write_checkpoints, attested_baseline,
                                                                   monkeypatch, tmp_path):
-    from flows.evaluate import evaluate
-
     import yaml
+
+    from flows.evaluate import evaluate
 
     data = yaml.safe_load(pipeline_policy.read_text())
     for b in data["benchmarks"]:
@@ -187,7 +207,7 @@ def test_benchmark_past_its_timeout_is_timed_out_and_undetermined(prefect_server
     started = time.monotonic()
     res = evaluate(ck.uri, policy=str(slow))
     assert time.monotonic() - started < 25  # the slow benchmark did not hold the determination back
-    assert res["decision"] == "halt" and res["required_level"] == "L3"
+    assert res.decision == "halt" and res.required_level == "L3"
     det = ledger().previous_determination("run-t")
     [failure] = det["run_failures"]
     assert failure["benchmark"] == "chem" and failure["kind"] == "timed_out"
@@ -199,8 +219,8 @@ def test_a_stage_that_raises_leaves_a_fail_closed_determination(prefect_server, 
                                                                  attested_baseline, s3_endpoint, s3_bucket,
                                                                  monkeypatch):
     from flows.evaluate import evaluate
-    from rsp.settings import get_settings
     from tasks.manifest import new_manifest
+    from tasks.settings import get_settings
     from tasks.stores.base import from_uri
 
     monkeypatch.setenv("RSP_S3_ENDPOINT_URL", s3_endpoint)
@@ -210,12 +230,12 @@ def test_a_stage_that_raises_leaves_a_fail_closed_determination(prefect_server, 
     ck = store.put_checkpoint("run-e/step-000000100", {"hf/config.json": b"{}"},
                               new_manifest("run-e", 100, 1e21, {"kind": "huggingface", "path": "hf"}))
     res = evaluate(ck.uri, policy=str(pipeline_policy))
-    assert res["status"] == "failed_closed" and res["decision"] == "halt"
-    assert "local or mounted path" in res["error"]
+    assert res.status == "failed_closed" and res.decision == "halt"
+    assert "local or mounted path" in res.error
     det = ledger().previous_determination("run-e")
     assert det["required_level"] == "L4"  # every threshold undetermined → the highest triggered level
     assert all(t["status"] == "undetermined" for t in det["thresholds"])
-    assert det["stage_error"] == res["error"]
+    assert det["stage_error"] == res.error
 
 
 def test_rerun_under_changed_policy_reuses_benchmark_results_force_recomputes(
@@ -227,16 +247,16 @@ def test_rerun_under_changed_policy_reuses_benchmark_results_force_recomputes(
     [ck] = write_checkpoints(str(rsp_home / "checkpoints"), "run-k", [(100, 1e21)])
     first = evaluate(ck.uri, policy=str(pipeline_policy))
     runs_after_first = len(counter.read_text().splitlines())
-    assert first["status"] == "evaluated" and runs_after_first == 4
+    assert first.status == "evaluated" and runs_after_first == 4
     again = evaluate(ck.uri, policy=str(pipeline_policy))
-    assert again["status"] == "already_evaluated"
+    assert again.status == "already_evaluated"
     stricter = tmp_path / "stricter.yaml"
     stricter.write_text(pipeline_policy.read_text().replace("threshold: 0.6", "threshold: 0.55"))
     res = evaluate(ck.uri, policy=str(stricter))
-    assert res["status"] == "evaluated"
+    assert res.status == "evaluated"
     assert len(counter.read_text().splitlines()) == runs_after_first  # every benchmark from the cache
     forced = evaluate(ck.uri, policy=str(stricter), force=True)
-    assert forced["status"] == "evaluated"
+    assert forced.status == "evaluated"
     assert len(counter.read_text().splitlines()) == runs_after_first + 4
 
 
@@ -261,8 +281,8 @@ def test_two_concurrent_watchers_evaluate_each_checkpoint_once(prefect_server, r
 
 def test_watch_on_s3_over_http(prefect_server, rsp_home, pipeline_policy, s3_endpoint, s3_bucket,
                                attested_baseline, monkeypatch):
-    from rsp.settings import get_settings
     from tasks.manifest import new_manifest
+    from tasks.settings import get_settings
     from tasks.stores.base import checkpoint_key, from_uri
 
     monkeypatch.setenv("RSP_S3_ENDPOINT_URL", s3_endpoint)
@@ -272,6 +292,28 @@ def test_watch_on_s3_over_http(prefect_server, rsp_home, pipeline_policy, s3_end
     for step, c in [(100, 1e21), (200, 3e21)]:
         store.put_checkpoint(checkpoint_key("run-s3", step), {"weights.bin": b"w"}, new_manifest("run-s3", step, c))
     res = run_watch(pipeline_policy, uri)
-    assert [r["step"] for r in res["evaluated"]] == [100, 200]
-    assert res["evaluated"][0]["checkpoint"] == f"s3://{s3_bucket}/ckpts/run-s3/step-000000100/"
-    assert run_watch(pipeline_policy, uri)["evaluated"] == []
+    assert [r.step for r in res.evaluated] == [100, 200]
+    assert res.evaluated[0].checkpoint == f"s3://{s3_bucket}/ckpts/run-s3/step-000000100/"
+    assert run_watch(pipeline_policy, uri).evaluated == []
+
+
+def test_unreadable_policy_halts_all_scaling_and_is_recorded(prefect_server, rsp_home, tmp_path,
+                                                            write_checkpoints):
+    """No policy, no determination: the evaluation halts training and deployment for every run,
+    records why, and fails (it once raised on the record before the halt was opened)."""
+    from flows.evaluate import evaluate
+    from tasks.gate import ScalingGate
+
+    store = str(rsp_home / "checkpoints")
+    (ck,) = write_checkpoints(store, "run-u", [(100, 1e21)])
+    broken = tmp_path / "broken-policy.yaml"
+    broken.write_text("framework: [not, a, policy\n")
+    with pytest.raises(Exception, match="broken-policy.yaml"):
+        evaluate(ck.uri, policy=str(broken))
+    (halt,) = ledger().open_halts()
+    assert "policy-unreadable" in halt["cause_key"] and ck.uri in halt["cause_key"]
+    (event,) = ledger().events(kind="policy.unreadable")
+    assert event.subject == ck.uri and event.payload["policy"] == str(broken)
+    assert "broken-policy.yaml" in event.payload["error"]
+    gate = ScalingGate()
+    assert not gate.is_open("run-u", "training") and not gate.is_open("any-other-run", "deployment")
