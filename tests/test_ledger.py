@@ -28,6 +28,7 @@ from tasks.ledger import (
     Ledger,
     LedgerError,
     event_hash,
+    export_jsonl,
     read_jsonl,
     verify_events,
     verify_jsonl,
@@ -432,7 +433,7 @@ def test_export_round_trip(ledger: Ledger) -> None:
     _fill(ledger, 30)
     ledger.open_halt({"halt_id": "h", "cause_key": "c", "note": "ünïcode"})
     buffer = io.StringIO()
-    assert ledger.export_jsonl(buffer) == 31
+    assert export_jsonl(ledger, buffer) == 31
     lines = buffer.getvalue().splitlines()
     assert len(lines) == 31
     assert set(json.loads(lines[0])) == {"seq", "ts", "kind", "subject", "payload", "prev_hash", "hash"}
@@ -448,7 +449,7 @@ def test_export_round_trip(ledger: Ledger) -> None:
 
 
 def test_default_url_comes_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     monkeypatch.setenv("RSP_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RSP_LEDGER_URL", raising=False)

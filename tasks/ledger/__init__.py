@@ -5,22 +5,27 @@ URL), safe with several writing processes, plus claims for exactly-once evaluati
 the queries the flows need. Use::
 
     from tasks.ledger import Ledger
+    from tasks.ledger.events import CheckpointRejected
     ledger = Ledger()                      # the configured URL (RSP_LEDGER_URL / <home>/ledger.db)
-    ledger.append("checkpoint.rejected", key, {"reason": "..."})
+    ledger.record(CheckpointRejected(key=key, reason="..."), key)
+    ledger.events(kind="halt.opened")[0].typed()   # -> HaltOpened
     report = ledger.verify()               # VerifyReport(ok, checked, first_bad_seq, reason, ...)
 
-Event kinds with meaning to the ledger (validated on append; others are free-form,
-dotted lower-case): determination.recorded (payload checkpoint.run_id/step,
-assessment), halt.opened / halt.lifted (payload halt_id == subject, optional cause_key),
+Every event kind the code writes is a pydantic model in `tasks/ledger/events.py`, collected
+in the union `LedgerEvent`; a payload of a listed kind is checked against its model on
+append, however it was written. Other kinds (dotted lower-case) are free-form and read
+back as `GenericEvent`. The projections (tables rebuilt from events) follow
+determination.recorded, halt.opened / halt.lifted (halt_id == subject) and
 evaluation.claimed / completed / released / failed (written by the claim methods).
 """
 
 from tasks.ledger.chain import GENESIS_HASH, ChainVerifier, Event, VerifyReport, event_hash, verify_events
 from tasks.ledger.claims import Claim
 from tasks.ledger.errors import ClaimConflict, HaltConflict, InvalidEvent, LedgerConflict, LedgerError
+from tasks.ledger.events import GenericEvent, LedgerEvent, LedgerEventModel, parse_event
 from tasks.ledger.export import ExportError, ExportResult, export_jsonl, export_to, read_jsonl, verify_jsonl
 from tasks.ledger.queries import Halt
-from tasks.ledger.store import Ledger
+from tasks.ledger.store import Ledger, ledger_or_configured
 
 __all__ = [
     "GENESIS_HASH",
@@ -30,16 +35,21 @@ __all__ = [
     "Event",
     "ExportError",
     "ExportResult",
+    "GenericEvent",
     "Halt",
     "HaltConflict",
     "InvalidEvent",
     "Ledger",
     "LedgerConflict",
     "LedgerError",
+    "LedgerEvent",
+    "LedgerEventModel",
     "VerifyReport",
     "event_hash",
     "export_jsonl",
     "export_to",
+    "ledger_or_configured",
+    "parse_event",
     "read_jsonl",
     "verify_events",
     "verify_jsonl",

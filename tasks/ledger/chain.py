@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy.identity import canonical_json
+from tasks.ledger.events import LedgerEventModel, parse_event
 
 GENESIS_HASH = "0" * 64
 
@@ -67,6 +68,11 @@ class Event:
 
     def to_json(self) -> str:
         return canonical(self.to_dict())
+
+    def typed(self) -> LedgerEventModel:
+        """The payload as its kind's model (tasks/ledger/events.py), or a GenericEvent for a kind
+        not listed there. InvalidEvent, naming the kind and the field, if it does not fit its model."""
+        return parse_event(self.kind, self.payload, self.subject)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -25,8 +25,14 @@ from tasks.ledger import schema
 from tasks.ledger.chain import Event, utc_iso
 from tasks.ledger.engine import read_tx, write_tx
 from tasks.ledger.errors import ClaimConflict, InvalidEvent
-
-ClaimState = Literal["claimed", "completed", "released", "failed"]
+from tasks.ledger.events import (
+    ClaimState,
+    EvaluationClaimed,
+    EvaluationCompleted,
+    EvaluationFailed,
+    EvaluationReleased,
+    LedgerEventModel,
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ def _check_ids(key: object, owner: object) -> None:
 class ClaimsMixin:
     _engine: Engine
     _clock: Callable[[], dt.datetime]
-    _append_in: Callable[..., Event]
+    _record_in: Callable[..., Event]
 
     def claim(self, key: str, owner: str, lease_s: float, *, max_attempts: int | None = None) -> bool:
         """True if `owner` now holds `key`: it was unclaimed, or released, failed, or its lease
@@ -87,20 +93,20 @@ class ClaimsMixin:
                 return False
             else:
                 attempt = row.attempts + 1
-            payload = {
-                "key": key,
-                "owner": owner,
-                "attempt": attempt,
-                "lease_s": lease_s,
-                "lease_expires_at": utc_iso(now + dt.timedelta(seconds=lease_s)),
-                "previous_owner": None if row is None else row.owner,
-                "previous_state": None if row is None else row.state,
-            }
-            self._append_in(conn, "evaluation.claimed", key, payload, at=now)
+            event = EvaluationClaimed(
+                key=key,
+                owner=owner,
+                attempt=attempt,
+                lease_s=lease_s,
+                lease_expires_at=utc_iso(now + dt.timedelta(seconds=lease_s)),
+                previous_owner=None if row is None else row.owner,
+                previous_state=None if row is None else row.state,
+            )
+            self._record_in(conn, event, key, at=now)
         return True
 
     def _finish(
-        self, kind: str, state: ClaimState, key: str, owner: str, extra: dict[str, Any]
+        self, event: type[LedgerEventModel], state: ClaimState, key: str, owner: str, extra: dict[str, Any]
     ) -> Event | None:
         _check_ids(key, owner)
         c = schema.claims
@@ -111,21 +117,20 @@ class ClaimsMixin:
             if row is None or row.state != "claimed" or row.owner != owner:
                 held = "not claimed" if row is None else f"{row.state} by {row.owner!r}"
                 raise ClaimConflict(f"{owner!r} cannot mark {key!r} {state}: it is {held}")
-            payload = {"key": key, "owner": owner, "attempt": row.attempts, **extra}
-            return self._append_in(conn, kind, key, payload)
+            return self._record_in(conn, event(key=key, owner=owner, attempt=row.attempts, **extra), key)
 
     def complete(self, key: str, owner: str, outcome: Mapping[str, Any] | None = None) -> Event | None:
         """Mark `key` evaluated. ClaimConflict if `owner` does not hold it (someone re-claimed
         it after the lease expired); None if this owner had already completed it."""
-        return self._finish("evaluation.completed", "completed", key, owner, {"outcome": dict(outcome or {})})
+        return self._finish(EvaluationCompleted, "completed", key, owner, {"outcome": dict(outcome or {})})
 
     def release(self, key: str, owner: str, reason: str = "") -> Event | None:
         """Give `key` back unevaluated (shutting down); anyone may claim it at once."""
-        return self._finish("evaluation.released", "released", key, owner, {"reason": reason})
+        return self._finish(EvaluationReleased, "released", key, owner, {"reason": reason})
 
     def fail(self, key: str, owner: str, error: str) -> Event | None:
         """Record that evaluating `key` failed; it may be claimed again (attempts counts tries)."""
-        return self._finish("evaluation.failed", "failed", key, owner, {"error": error})
+        return self._finish(EvaluationFailed, "failed", key, owner, {"error": error})
 
     def get_claim(self, key: str) -> Claim | None:
         c = schema.claims

@@ -21,5 +21,6 @@ class ClaimConflict(LedgerConflict):
 
 
 class InvalidEvent(ValueError):
-    """An event that cannot be recorded as given (bad kind, payload not a JSON object, a halt
-    without halt_id). Nothing was written."""
+    """An event that cannot be recorded or read as given (bad kind, payload not a JSON object, a
+    payload that does not fit its kind's model in tasks/ledger/events.py, such as a halt without
+    halt_id). Nothing was written."""

@@ -17,8 +17,8 @@ from tasks.ledger.errors import LedgerError
 from tasks.storage import atomic_writer, parse_uri, s3_client_for
 
 if TYPE_CHECKING:
-    from tasks.settings import Settings
     from tasks.ledger.store import Ledger
+    from tasks.settings import Settings
 
 
 class ExportError(LedgerError):

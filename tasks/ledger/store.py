@@ -3,6 +3,10 @@
 There is deliberately no update or delete: corrections are new events. Every append
 takes the write lock, reads the head, writes the event and its projections, moves the
 head and commits, so seq is gapless and the chain linear with any number of writers.
+
+Events are typed (tasks/ledger/events.py): `record(event, subject)` writes a model,
+`append(kind, subject, payload)` a kind and a dict, and both check a listed kind's
+payload against its model before anything is written.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any, Self
+from typing import Any, Self
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -29,6 +33,7 @@ from tasks.ledger.chain import (
 from tasks.ledger.claims import ClaimsMixin
 from tasks.ledger.engine import open_engine, read_tx, redact, write_tx
 from tasks.ledger.errors import InvalidEvent
+from tasks.ledger.events import LedgerEventModel, parse_event
 from tasks.ledger.queries import QueriesMixin, row_event
 
 # Built once: constructing statements per append costs more than executing them on SQLite.
@@ -48,12 +53,18 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _normalise(kind: str, subject: str, payload: Mapping[str, Any] | BaseModel) -> tuple[str, dict[str, Any]]:
+def _normalise(
+    kind: str, subject: str, payload: Mapping[str, Any] | BaseModel
+) -> tuple[str, dict[str, Any], LedgerEventModel]:
     if not isinstance(kind, str) or len(kind) > 200 or not KIND.match(kind):
         raise InvalidEvent(f"event kind {kind!r} must be dotted lower-case words, e.g. 'halt.opened'")
     if not isinstance(subject, str):
         raise InvalidEvent(f"{kind} event: subject must be a string, got {type(subject).__name__}")
-    if isinstance(payload, BaseModel):
+    if isinstance(payload, LedgerEventModel):
+        if payload.kind != kind:
+            raise InvalidEvent(f"{kind} event for {subject!r}: the payload given is a {payload.kind} event")
+        payload = payload.to_payload()
+    elif isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json")
     if not isinstance(payload, Mapping):
         raise InvalidEvent(
@@ -64,7 +75,9 @@ def _normalise(kind: str, subject: str, payload: Mapping[str, Any] | BaseModel) 
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"{kind} event for {subject!r}: payload is not JSON: {exc}") from None
     # Hash and return the decoded canonical form, so the event equals what verify will recompute.
-    return text, json.loads(text)
+    decoded = json.loads(text)
+    # Checked in its stored form, so a model and a dict are judged alike; a kind not listed passes as is.
+    return text, decoded, parse_event(kind, decoded, subject)
 
 
 class Ledger(ClaimsMixin, QueriesMixin):
@@ -72,7 +85,7 @@ class Ledger(ClaimsMixin, QueriesMixin):
 
     def __init__(self, url: str | None = None, *, create: bool = True, clock: Clock | None = None) -> None:
         if url is None:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             url = get_settings().resolved_ledger_url
         self._engine: Engine = open_engine(url, create=create)
@@ -98,6 +111,14 @@ class Ledger(ClaimsMixin, QueriesMixin):
     def append(self, kind: str, subject: str, payload: Mapping[str, Any] | BaseModel) -> Event:
         with write_tx(self._engine) as conn:
             return self._append_in(conn, kind, subject, payload)
+
+    def record(self, event: LedgerEventModel, subject: str) -> Event:
+        """Append a typed event (tasks/ledger/events.py); its kind comes from the model."""
+        return self.append(event.kind, subject, event)
+
+    def record_many(self, items: Iterable[tuple[LedgerEventModel, str]]) -> list[Event]:
+        """`record` several (event, subject) pairs in one transaction: all or none."""
+        return self.append_many((event.kind, subject, event) for event, subject in items)
 
     def append_many(self, items: Iterable[tuple[str, str, Mapping[str, Any] | BaseModel]]) -> list[Event]:
         """Append several events in one transaction: all or none, one lock and one fsync for the lot."""
@@ -127,6 +148,12 @@ class Ledger(ClaimsMixin, QueriesMixin):
         conn.execute(_MOVE_HEAD, {"h_seq": event.seq, "h_hash": event.hash})
         return event
 
+    def _record_in(
+        self, conn: Connection, event: LedgerEventModel, subject: str, at: dt.datetime | None = None
+    ) -> Event:
+        """`record` inside a write transaction (the caller holds the lock)."""
+        return self._append_in(conn, event.kind, subject, event, at)
+
     def _write_event(
         self,
         conn: Connection,
@@ -137,7 +164,7 @@ class Ledger(ClaimsMixin, QueriesMixin):
         payload: Mapping[str, Any] | BaseModel,
         at: dt.datetime | None,
     ) -> Event:
-        text, decoded = _normalise(kind, subject, payload)
+        text, decoded, typed = _normalise(kind, subject, payload)
         seq, ts = prev_seq + 1, utc_iso(at or self._clock())
         digest = event_hash(seq, ts, kind, subject, decoded, prev_hash)
         event = Event(seq, ts, kind, subject, decoded, prev_hash, digest)
@@ -153,7 +180,7 @@ class Ledger(ClaimsMixin, QueriesMixin):
                 "hash": digest,
             },
         )
-        projections.project(conn, event)
+        projections.project(conn, event, typed)
         return event
 
     # -- reading ---------------------------------------------------------------------------
@@ -249,11 +276,11 @@ class Ledger(ClaimsMixin, QueriesMixin):
             yield from (row_event(r) for r in rows)
             last = rows[-1].seq
 
-    def export_jsonl(self, fp: IO[str]) -> int:
-        """Write every event, one canonical JSON object per line; returns the count."""
-        from tasks.ledger.export import export_jsonl
 
-        return export_jsonl(self, fp)
+def ledger_or_configured(ledger: Ledger | None) -> Ledger:
+    """`ledger` when one is given, else a new `Ledger()` at the configured URL (RSP_LEDGER_URL or
+    <home>/ledger.db): what `ledger=None` means for every tasks-level function that takes one."""
+    return ledger if ledger is not None else Ledger()
 
 
-__all__ = ["GENESIS_HASH", "Ledger"]
+__all__ = ["GENESIS_HASH", "Ledger", "ledger_or_configured"]

@@ -1,0 +1,477 @@
+"""Every kind of ledger event, one small pydantic model each, collected in one union.
+
+The ledger stores `(kind, payload)`; this module says what each kind's payload holds.
+Writers build a model and hand it to `Ledger.record(event, subject)`; readers call
+`Event.typed()` and get the model back. `append(kind, subject, dict)` still works: a
+payload for a kind listed here is checked against its model before it is written, so a
+missing or mistyped field is refused with the kind and the field in the message.
+
+Compatibility is the constraint that shapes the models (existing ledgers must verify and
+read back; a hash covers the exact payload):
+
+- A model writes exactly the fields its writer set (`exclude_unset`), never a default it
+  was not given, and never `kind` (that is the event's column, not its payload). So an
+  event written through a model has the same canonical JSON, hence the same hash, as the
+  dict the writer used to pass.
+- Models are strict: a value is never coerced (`"5"` is not an int, `60` does not become
+  `60.0`), so what a model holds is what the ledger holds, and numbers that may be either
+  are typed `int | float`.
+- Every model allows extra fields: writers add fields over time and the ledger is
+  append-only, so an unknown field is never a reason to refuse or misread a record.
+- Payloads carry no version key (adding one would change every hash). Versioning is by
+  rule instead: a kind's required fields never change; new fields are optional. A changed
+  meaning is a new kind. The database's own layout is versioned in `ledger_head`.
+- A kind not listed here (older, newer or a test's) reads back as a `GenericEvent`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from tasks.ledger.errors import InvalidEvent
+
+if TYPE_CHECKING:
+    from policy.determination import Determination
+
+ClaimState = Literal["claimed", "completed", "released", "failed"]
+Number = int | float  # not `float`: pydantic would turn 60 into 60.0 and change the hash
+
+
+class LedgerEventModel(BaseModel):
+    """One ledger event's kind and payload. `KIND` is set from the `kind` field's literal."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    KIND: ClassVar[str]
+    kind: str
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        default = cls.model_fields["kind"].default
+        if isinstance(default, str):
+            cls.KIND = default
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], subject: str | None = None) -> Self:
+        """This kind's event from a payload dict; InvalidEvent naming the kind and the field at fault."""
+        head = f"{cls.KIND} event" + ("" if subject is None else f" for {subject!r}")
+        if "kind" in payload:
+            raise InvalidEvent(f"{head}: payload has a 'kind' field; the kind is the event's, not the payload's")
+        try:
+            return cls.model_validate({**payload, "kind": cls.KIND})
+        except ValidationError as exc:
+            raise InvalidEvent(_describe(head, exc)) from None
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload as the writer gave it: the fields that were set, extras included. Python
+        mode, not JSON: a value that is not JSON reaches the ledger's canonical encoder and is
+        refused there, as in a dict, instead of being quietly turned into a string."""
+        return self.model_dump(exclude_unset=True, exclude={"kind"})
+
+
+class GenericEvent(LedgerEventModel):
+    """An event of a kind this module does not list: its payload, untyped."""
+
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return dict(self.payload)
+
+
+# -- checkpoints and determinations ---------------------------------------------------------------
+
+
+class CheckpointRejected(LedgerEventModel):
+    """A checkpoint whose manifest was refused. Subject: the store key (watch) or URI (evaluate)."""
+
+    kind: Literal["checkpoint.rejected"] = "checkpoint.rejected"
+    reason: str
+    key: str | None = None
+    uri: str | None = None
+
+
+class PolicyUnreadable(LedgerEventModel):
+    """The policy an evaluation was asked to use could not be loaded: no determination is possible, so
+    all scaling halts (the halt records itself). Subject: the checkpoint URI."""
+
+    kind: Literal["policy.unreadable"] = "policy.unreadable"
+    checkpoint: str
+    policy: str
+    error: str
+
+
+class DeterminationCheckpoint(BaseModel):
+    """`checkpoint` of a determination: `policy.determination.CheckpointRef` as recorded."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    run_id: str | None = None
+    step: int | None = None
+    effective_compute: Number | None = None
+    uri: str | None = None
+    digest: str | None = None
+
+
+class DeterminationRecorded(LedgerEventModel):
+    """A `policy.determination.Determination` dump plus the evaluation's extras. Subject: the
+    checkpoint URI. Only the fields the ledger and its readers use are declared; the rest of
+    the determination travels as extra fields (see `determination()` for all of it, typed)."""
+
+    kind: Literal["determination.recorded"] = "determination.recorded"
+    checkpoint: DeterminationCheckpoint | None = None
+    assessment: str | None = None  # a str, not the Assessment literal: the projection has always taken any
+    decision: Literal["proceed", "halt"] | None = None
+    required_level: str | None = None
+    scores: dict[str, Any] | None = None
+    stage_error: str | None = None
+    forced: bool | None = None
+    policy_ref: str | None = None
+
+    @classmethod
+    def of(cls, determination: Determination, **extras: Any) -> DeterminationRecorded:
+        """The event for `determination`, with evaluation extras (scores, stage_error, ...)."""
+        return cls.model_validate(determination.model_dump(mode="json") | extras)
+
+    def determination(self) -> Determination:
+        """The recorded determination, typed (the extras left out)."""
+        from policy.determination import Determination
+
+        data = self.to_payload()
+        return Determination.model_validate({k: v for k, v in data.items() if k in Determination.model_fields})
+
+
+# -- claims (tasks/ledger/claims.py) --------------------------------------------------------------
+
+
+class _ClaimEvent(LedgerEventModel):
+    """Subject: the claim key."""
+
+    key: str
+    owner: str
+    attempt: int
+
+
+class EvaluationClaimed(_ClaimEvent):
+    kind: Literal["evaluation.claimed"] = "evaluation.claimed"
+    lease_expires_at: str
+    lease_s: Number | None = None
+    previous_owner: str | None = None
+    previous_state: ClaimState | None = None
+
+
+class EvaluationCompleted(_ClaimEvent):
+    kind: Literal["evaluation.completed"] = "evaluation.completed"
+    outcome: dict[str, Any] | None = None
+
+
+class EvaluationReleased(_ClaimEvent):
+    kind: Literal["evaluation.released"] = "evaluation.released"
+    reason: str
+
+
+class EvaluationFailed(_ClaimEvent):
+    kind: Literal["evaluation.failed"] = "evaluation.failed"
+    error: str
+
+
+# -- halts: opened, applied to Prefect, lifted, resumed -------------------------------------------
+
+
+class _HaltEvent(LedgerEventModel):
+    """Subject: the halt id."""
+
+    halt_id: str
+
+
+class HaltOpened(_HaltEvent):
+    """The halt record (`policy.halts.HaltRecord`). `what`, `why` and `lifts_when`
+    stay untyped here on purpose: that module reads them fail-closed (a record it cannot
+    understand covers everything), so the ledger records whatever shape it is given."""
+
+    kind: Literal["halt.opened"] = "halt.opened"
+    cause_key: str | None = None
+    what: Any = None
+    why: Any = None
+    lifts_when: Any = None
+    opened_by: str | None = None
+
+
+class HaltApplied(_HaltEvent):
+    kind: Literal["halt.applied"] = "halt.applied"
+    api_url: str | None = None
+    paused: list[str] | None = None
+    already_paused: list[str] | None = None
+    cancelled: list[str] | None = None
+    attempts: int | None = None
+
+
+class HaltApplyFailed(_HaltEvent):
+    kind: Literal["halt.apply_failed"] = "halt.apply_failed"
+    api_url: str | None = None
+    attempts: int | None = None
+    error: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    paused: list[str] | None = None
+    cancelled: list[str] | None = None
+
+
+class HaltReconciled(_HaltEvent):
+    kind: Literal["halt.reconciled"] = "halt.reconciled"
+    api_url: str | None = None
+    paused: list[str] | None = None
+    cancelled: list[str] | None = None
+
+
+class HaltReconcileFailed(_HaltEvent):
+    kind: Literal["halt.reconcile_failed"] = "halt.reconcile_failed"
+    api_url: str | None = None
+    error: str | None = None
+
+
+class HaltLiftRefused(_HaltEvent):
+    kind: Literal["halt.lift_refused"] = "halt.lift_refused"
+    reason: str
+    missing: list[dict[str, Any]] | None = None
+    tally: dict[str, Any] | None = None
+    round: int | None = None
+    trigger: str | None = None
+
+
+class HaltLifted(_HaltEvent):
+    kind: Literal["halt.lifted"] = "halt.lifted"
+    round: int | None = None
+    approvers: list[str] | None = None
+    assignment: dict[str, str] | None = None
+    rules: dict[str, Any] | None = None
+    rules_source: str | None = None
+    votes: list[dict[str, Any]] | None = None
+    verification: dict[str, dict[str, Any]] | None = None
+    trigger: str | None = None
+
+
+class HaltDeploymentsResumed(_HaltEvent):
+    kind: Literal["halt.deployments_resumed"] = "halt.deployments_resumed"
+    resumed: list[str] | None = None
+    kept_paused: list[dict[str, Any]] | None = None
+    not_paused: list[str] | None = None
+    not_found: list[str] | None = None
+
+
+class HaltResumeFailed(_HaltEvent):
+    kind: Literal["halt.resume_failed"] = "halt.resume_failed"
+    error: str
+
+
+class ScalingRunBlocked(_HaltEvent):
+    """A scaling flow run stopped at start by an open halt, and who or what started it."""
+
+    kind: Literal["scaling.run_blocked"] = "scaling.run_blocked"
+    run_id: str
+    activity: str
+    started_by: str | None = None
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    deployment_id: str | None = None
+    auto_scheduled: bool | None = None
+    created_by: dict[str, Any] | None = None
+    tags: list[str] | None = None
+
+
+# -- approvals: votes and rounds -------------------------------------------------------------------
+
+
+class VoteRecorded(_HaltEvent):
+    kind: Literal["vote.recorded"] = "vote.recorded"
+    person: str
+    decision: str
+    round: int | None = None
+    roles: list[str] | None = None
+    justification: str | None = None
+    channel: str | None = None
+    channel_ref: str | None = None
+    duplicate: bool | None = None
+    tally: dict[str, Any] | None = None
+
+
+class VoteRefused(_HaltEvent):
+    """Subject: the halt id as given (clipped), "(none)" when there was none."""
+
+    kind: Literal["vote.refused"] = "vote.refused"
+    code: str
+    reason: str | None = None
+    person: str | None = None
+    decision: str | None = None
+    channel: str | None = None
+    channel_ref: str | None = None
+
+
+class ApprovalRoundOpened(_HaltEvent):
+    kind: Literal["approval.round_opened"] = "approval.round_opened"
+    round: int
+    by: str | None = None
+    channel: str | None = None
+    justification: str | None = None
+
+
+class ApprovalRoundClosed(_HaltEvent):
+    kind: Literal["approval.round_closed"] = "approval.round_closed"
+    round: int
+    outcome: str
+    by: str | None = None
+    justification: str | None = None
+
+
+class ApprovalWaitStarted(_HaltEvent):
+    kind: Literal["approval.wait_started"] = "approval.wait_started"
+    flow_run_id: str | None = None
+    timeout_s: Number | None = None
+
+
+class ApprovalWaitEnded(_HaltEvent):
+    kind: Literal["approval.wait_ended"] = "approval.wait_ended"
+    outcome: str
+    flow_run_id: str | None = None
+    votes: int | None = None
+
+
+class ApprovalWaitTimedOut(_HaltEvent):
+    kind: Literal["approval.wait_timed_out"] = "approval.wait_timed_out"
+    flow_run_id: str | None = None
+    waited_s: Number | None = None
+    note: str | None = None
+
+
+# -- notifications (tasks/notify/dispatch.py) ------------------------------------------------------
+
+
+class NotificationSent(_HaltEvent):
+    kind: Literal["notification.sent"] = "notification.sent"
+    key: str
+    channel: str
+    event: str | None = None
+    event_key: str | None = None
+    ref: dict[str, Any] | None = None
+    links: dict[str, Any] | None = None
+
+
+class NotificationFailed(_HaltEvent):
+    kind: Literal["notification.failed"] = "notification.failed"
+    key: str
+    channel: str
+    error: str
+    event: str | None = None
+    event_key: str | None = None
+    attempts: int | None = None
+    next_attempt_at: Number | None = None
+
+
+LedgerEvent = Annotated[
+    (  # one line per kind, as Prefect's events/actions.py lists its actions
+        CheckpointRejected
+        | PolicyUnreadable
+        | DeterminationRecorded
+        | EvaluationClaimed
+        | EvaluationCompleted
+        | EvaluationReleased
+        | EvaluationFailed
+        | HaltOpened
+        | HaltApplied
+        | HaltApplyFailed
+        | HaltReconciled
+        | HaltReconcileFailed
+        | HaltLiftRefused
+        | HaltLifted
+        | HaltDeploymentsResumed
+        | HaltResumeFailed
+        | ScalingRunBlocked
+        | VoteRecorded
+        | VoteRefused
+        | ApprovalRoundOpened
+        | ApprovalRoundClosed
+        | ApprovalWaitStarted
+        | ApprovalWaitEnded
+        | ApprovalWaitTimedOut
+        | NotificationSent
+        | NotificationFailed
+    ),
+    Field(discriminator="kind"),
+]
+"""Every event kind the code writes. Parse `{"kind": ..., **payload}` with `LEDGER_EVENT`."""
+
+LEDGER_EVENT: TypeAdapter[LedgerEvent] = TypeAdapter(LedgerEvent)
+
+MODELS: dict[str, type[LedgerEventModel]] = {m.KIND: m for m in get_args(get_args(LedgerEvent)[0])}
+"""Event kind -> its model."""
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return "payload" + "".join(f"[{part!r}]" for part in loc)
+
+
+def _describe(head: str, exc: ValidationError) -> str:
+    """One line: the kind, the subject, the first field at fault and what was wrong with it."""
+    errors = exc.errors(include_url=False)
+    loc = errors[0]["loc"]
+    # A union reports one error per member (the loc then ends in the member's name): name the field once.
+    mine = [e for e in errors if e["loc"][:1] == loc[:1]]
+    for e in mine:
+        n = 0
+        while n < min(len(loc), len(e["loc"])) and loc[n] == e["loc"][n]:
+            n += 1
+        loc = loc[:n]
+    if errors[0]["type"] == "missing":
+        return f"{head}: {_where(loc)} is required and missing"
+    problems = "; ".join(dict.fromkeys(e["msg"] for e in mine))
+    more = len({e["loc"][:1] for e in errors}) - 1
+    tail = f" (and {more} more field(s) at fault)" if more else ""
+    return f"{head}: {_where(loc)} is not valid: {problems}, got {errors[0]['input']!r:.80}{tail}"
+
+
+def parse_event(kind: str, payload: Mapping[str, Any], subject: str | None = None) -> LedgerEventModel:
+    """The typed event for a stored `(kind, payload)`: its model, or a `GenericEvent` for a kind
+    not listed here. InvalidEvent, naming the kind and the field, if the payload does not fit."""
+    model = MODELS.get(kind)
+    if model is None:
+        return GenericEvent(kind=kind, payload=dict(payload))
+    return model.from_payload(payload, subject)
+
+
+__all__ = [
+    "LEDGER_EVENT",
+    "MODELS",
+    "ApprovalRoundClosed",
+    "ApprovalRoundOpened",
+    "ApprovalWaitEnded",
+    "ApprovalWaitStarted",
+    "ApprovalWaitTimedOut",
+    "CheckpointRejected",
+    "ClaimState",
+    "DeterminationCheckpoint",
+    "DeterminationRecorded",
+    "EvaluationClaimed",
+    "EvaluationCompleted",
+    "EvaluationFailed",
+    "EvaluationReleased",
+    "GenericEvent",
+    "HaltApplied",
+    "HaltApplyFailed",
+    "HaltDeploymentsResumed",
+    "HaltLiftRefused",
+    "HaltLifted",
+    "HaltOpened",
+    "HaltReconcileFailed",
+    "HaltReconciled",
+    "HaltResumeFailed",
+    "LedgerEvent",
+    "LedgerEventModel",
+    "NotificationFailed",
+    "NotificationSent",
+    "ScalingRunBlocked",
+    "VoteRecorded",
+    "VoteRefused",
+    "parse_event",
+]
