@@ -21,16 +21,15 @@ itself is behind authentication (see the report's limitations).
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-WAIT_STARTED = "approval.wait_started"
-WAIT_TIMED_OUT = "approval.wait_timed_out"
-WAIT_ENDED = "approval.wait_ended"
+if TYPE_CHECKING:
+    from tasks.ledger import Ledger
 
 
 class ApprovalInput(RunInput):
@@ -65,9 +64,10 @@ def await_approval(
 
     from tasks.approvals.config import ApprovalConfig
     from tasks.approvals.lift import handle_recorded_vote
-    from tasks.approvals.state import VOTE_REFUSED, approval_state
+    from tasks.approvals.state import approval_state
     from tasks.approvals.votes import VoteRequest, record_vote
     from tasks.ledger import Ledger
+    from tasks.ledger.events import ApprovalWaitEnded, ApprovalWaitStarted, VoteRefused
     from tasks.safeguards.roster import load_roster
 
     log = get_run_logger()
@@ -77,12 +77,12 @@ def await_approval(
     if halt is None:
         raise ValueError(f"await_approval: no halt {halt_id!r} in ledger {ledger.url}")
     started = time.monotonic()
-    ledger.append(WAIT_STARTED, halt_id, {"halt_id": halt_id, "flow_run_id": run_id, "timeout_s": timeout_s})
+    ledger.record(ApprovalWaitStarted(halt_id=halt_id, flow_run_id=run_id, timeout_s=timeout_s), halt_id)
     votes: list[dict[str, Any]] = []
 
     def end(outcome: str, **extra: Any) -> dict[str, Any]:
-        ledger.append(WAIT_ENDED, halt_id, {"halt_id": halt_id, "flow_run_id": run_id, "outcome": outcome,
-                                            "votes": len(votes)})
+        ledger.record(ApprovalWaitEnded(halt_id=halt_id, flow_run_id=run_id, outcome=outcome, votes=len(votes)),
+                      halt_id)
         return {"halt_id": halt_id, "outcome": outcome, "flow_run_id": run_id, "votes": votes, **extra}
 
     pause = 0
@@ -103,8 +103,8 @@ def await_approval(
         except FlowPauseTimeout:
             return _timed_out(ledger, halt_id, run_id, started, end)
         except Exception as exc:  # noqa: BLE001 - input that cannot be loaded is refused, and we ask again
-            ledger.append(VOTE_REFUSED, halt_id, {"halt_id": halt_id, "code": "bad_input", "channel": "prefect-ui",
-                                                  "channel_ref": run_id, "reason": f"unreadable input: {exc}"[:500]})
+            ledger.record(VoteRefused(halt_id=halt_id, code="bad_input", channel="prefect-ui", channel_ref=run_id,
+                                      reason=f"unreadable input: {exc}"[:500]), halt_id)
             log.warning("approval input could not be read: %s", exc)
             continue
         roster = load_roster(ApprovalConfig.from_settings().roster_path)
@@ -126,11 +126,13 @@ def await_approval(
             return end("refused", lift=lifted.to_dict())
 
 
-def _timed_out(ledger: Any, halt_id: str, run_id: str | None, started: float, end: Any) -> dict[str, Any]:
+def _timed_out(ledger: Ledger, halt_id: str, run_id: str | None, started: float, end: Any) -> dict[str, Any]:
+    from tasks.ledger.events import ApprovalWaitTimedOut
+
     waited = round(time.monotonic() - started, 1)
-    event = ledger.append(WAIT_TIMED_OUT, halt_id, {
-        "halt_id": halt_id, "flow_run_id": run_id, "waited_s": waited,
-        "note": "a timed-out wait approves nothing; the halt stays until the ledger holds a quorum"})
+    event = ledger.record(ApprovalWaitTimedOut(
+        halt_id=halt_id, flow_run_id=run_id, waited_s=waited,
+        note="a timed-out wait approves nothing; the halt stays until the ledger holds a quorum"), halt_id)
     try:
         from tasks.notify import messages
         from tasks.notify.dispatch import notify

@@ -15,25 +15,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
-
-@task(name="try-lift", retries=0)
-def try_lift_task(halt_id: str, *, ledger_url: str | None, api_url: str | None, scaling_tag: str | None,
-                  trigger: str) -> dict[str, Any]:
-    from tasks.approvals.lift import try_lift
-    from tasks.ledger import Ledger
-
-    return try_lift(halt_id, ledger=Ledger(ledger_url), api_url=api_url, scaling_tag=scaling_tag,
-                    trigger=trigger).to_dict()
+from tasks.approvals.lift_tasks import try_lift_task
+from tasks.ledger import Ledger
 
 
 @flow(name="resume", retries=0)
 def resume(halt_id: str, ledger_url: str | None = None, api_url: str | None = None,
            scaling_tag: str | None = None) -> dict[str, Any]:
-    """Lift `halt_id` if approvals and safeguards allow; the result says what happened or what is missing."""
-    result = try_lift_task(halt_id, ledger_url=ledger_url, api_url=api_url, scaling_tag=scaling_tag,
-                           trigger="resume flow")
+    """Lift `halt_id` if approvals and safeguards allow; the result says what happened or what is missing.
+
+    Args:
+        halt_id: The halt to lift (see `rsp status`).
+        ledger_url: SQLAlchemy URL of the ledger (default: settings).
+        api_url: Prefect API URL where the halted deployments are resumed (default: PREFECT_API_URL).
+        scaling_tag: Tag marking scaling deployments (default: settings, "scaling").
+    """
+    ledger = Ledger(ledger_url)
+    try:
+        result = try_lift_task(halt_id, ledger=ledger, api_url=api_url, scaling_tag=scaling_tag,
+                               trigger="resume flow")
+    finally:
+        ledger.close()
     log = get_run_logger()
     (log.info if result["lifted"] else log.warning)(result["message"])
     return result

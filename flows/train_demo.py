@@ -103,11 +103,8 @@ class _TinyTorchTrainer:
             return {f"hf/{p.name}": p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
-def _await_determination(gate: ScalingGate, run_id: str, step: int, timeout_s: float, ledger_url: str | None
-                         ) -> None:
-    from tasks.ledger import Ledger
-
-    ledger = Ledger(ledger_url)
+def _await_determination(gate: ScalingGate, run_id: str, step: int, timeout_s: float) -> None:
+    ledger = gate.ledger  # the run's one ledger, opened by its gate
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         gate.check(run_id, ACTIVITY)  # a halt that lands while waiting stops the run at once
@@ -156,7 +153,7 @@ def train_demo(
     written: list[str] = []
     for step in range(first, first + steps):
         if await_evaluation_s > 0 and written:
-            _await_determination(gate, run_id, step - 1, await_evaluation_s, ledger_url)
+            _await_determination(gate, run_id, step - 1, await_evaluation_s)
         gate.check(run_id, ACTIVITY)
         started = time.monotonic()
         compute = effective_compute(start_compute, compute_growth, step)
@@ -186,7 +183,7 @@ def scaling_deployment(
 ) -> RunnerDeployment:
     """train_demo as a deployment tagged as a scaling flow (the scaling tag, plus "training")."""
     if scaling_tag is None:
-        from rsp.settings import get_settings
+        from tasks.settings import get_settings
 
         scaling_tag = get_settings().scaling_tag
     deployment: RunnerDeployment = train_demo.to_deployment(  # type: ignore[assignment]  # sync call

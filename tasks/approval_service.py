@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -47,6 +47,9 @@ from tasks.approvals.replay import SeenRequests
 from tasks.notify.config import SIGNING_SECRET_ENV, safe_logger
 from tasks.notify.slack import APPROVE_ACTION, REJECT_ACTION
 
+if TYPE_CHECKING:
+    from tasks.ledger import Ledger
+
 log = safe_logger("rsp.approval_service")
 ACTIONS = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}
 
@@ -56,7 +59,7 @@ class ServiceConfig:
     """Everything the service needs; `from_settings()` fills what is not given."""
 
     approvals: ApprovalConfig
-    ledger_url: str | None = None
+    ledger: Ledger | None = None  # None: the configured ledger
     settings: Any = None
     policy: Any = None  # a Policy to take approver rules / safeguard definitions from (else the settings')
     lift: bool = True  # run the lift attempt after a vote completes a quorum
@@ -137,7 +140,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         raise ValueError(f"the approval service needs the Slack signing secret in {SIGNING_SECRET_ENV}")
     from slack_sdk.signature import SignatureVerifier
 
-    from tasks.ledger import Ledger
+    from tasks.ledger import ledger_or_configured
 
     class _Clock:
         def now(self) -> float:
@@ -145,7 +148,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
 
     verifier = SignatureVerifier(secret, clock=_Clock())  # type: ignore[arg-type]
     del secret  # only the verifier holds it from here on
-    ledger = Ledger(cfg.ledger_url)
+    ledger = ledger_or_configured(cfg.ledger)
     roster = RosterCache(cfg.approvals.roster_path)
     seen = SeenRequests(cfg.approvals.state_url, window_s=cfg.approvals.replay_window_s, clock=cfg.clock)
     dispatcher = cfg.dispatcher

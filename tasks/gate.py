@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tasks.enforcement.records import HaltScope, describe_cause, describe_lift, scope_covers, scope_of
+from policy.halts import HaltScope, describe_cause, describe_lift, scope_covers, scope_of
 
 if TYPE_CHECKING:
     from tasks.ledger import Ledger
@@ -81,7 +81,7 @@ def _default_ledger(ledger_url: str | None) -> Ledger:
 
     if ledger_url is not None:
         return Ledger(ledger_url, create=False)
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     settings = get_settings()
     # Only the embedded default may be created here; a configured URL must already hold a ledger.
@@ -192,18 +192,21 @@ def flow_run_origin() -> dict[str, Any]:
 
 
 def guard_flow_start(run_id: str, activity: str = "training", *, gate: ScalingGate | None = None,
-                     ledger_url: str | None = None) -> None:
+                     ledger: Ledger | None = None) -> None:
     """First thing a scaling flow calls. If a halt covers the run, record `scaling.run_blocked`
     in the ledger (which halt, and who or what started this run), then raise ScalingHalted so
-    the run ends before its first step."""
-    gate = gate or ScalingGate(ledger_url)
+    the run ends before its first step. Without `gate`, a gate over `ledger` (None: the
+    configured ledger, as `ScalingGate()` opens it)."""
+    gate = gate or ScalingGate(ledger=ledger)
     halt = gate.blocking_halt(run_id, activity)
     if halt is None:
         return
     origin = flow_run_origin()
-    event = gate.ledger.append("scaling.run_blocked", halt.halt_id, {
-        "halt_id": halt.halt_id, "run_id": run_id, "activity": activity, **origin,
-    })
+    from tasks.ledger.events import ScalingRunBlocked
+
+    event = gate.ledger.record(ScalingRunBlocked(
+        halt_id=halt.halt_id, run_id=run_id, activity=activity, **origin,
+    ), halt.halt_id)
     raise ScalingHalted(
         f"{halt.message(run_id, activity)} Run blocked at start ({origin['started_by']}; ledger seq {event.seq}).",
         halt_id=halt.halt_id, run_id=run_id, activity=activity,

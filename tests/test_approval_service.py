@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tasks.approval_service import ServiceConfig, create_app
+from tasks.ledger import export_jsonl
 from tasks.notify import notify_halt_opened
 from tests.plugins.prefect_server import free_port, wait_for
 from tests.plugins.slack_api import (
@@ -112,7 +113,7 @@ def test_bad_input_is_refused_and_changes_nothing_but_the_audit(approval_world: 
     assert w.ledger.verify().ok
     assert "refused a Slack request whose signature does not verify" in caplog.text
     export = io.StringIO()
-    w.ledger.export_jsonl(export)
+    export_jsonl(w.ledger, export)
     assert TEST_SIGNING_SECRET not in caplog.text and TEST_SIGNING_SECRET not in export.getvalue()
 
 

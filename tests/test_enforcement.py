@@ -24,10 +24,10 @@ from policy.determination import (
     SafeguardCheck,
     SafeguardRequirement,
 )
+from policy.halts import HaltScope, scope_of
 from tasks.enforcement import apply_halt, open_halt, open_manual_halt, reconcile
 from tasks.enforcement.enforce import plan
 from tasks.enforcement.prefect_api import FlowRunInfo, ScalingDeployment, activities_of
-from tasks.enforcement.records import HaltScope, scope_of
 from tasks.ledger import Ledger
 from tests.plugins.prefect_server import closed_port_url, wait_for
 
@@ -314,7 +314,7 @@ def test_server_down_during_apply_is_retried_then_reported_not_applied(
 
     monkeypatch.setenv("RSP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RSP_SCALING_TAG", unique_scaling_tag)
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -423,11 +423,58 @@ def test_halt_flow_records_applies_and_is_idempotent(
                       scaling_tag=unique_scaling_tag)
     second = halt_flow(determination=det, determination_seq=3, ledger_url=ledger.url,
                        scaling_tag=unique_scaling_tag)
-    assert first["halt"]["created"] and not second["halt"]["created"]
-    assert first["apply"]["applied"] and second["apply"]["applied"]
+    assert first.apply is not None and second.apply is not None
+    assert first.halt.created and not second.halt.created
+    assert first.apply.applied and second.apply.applied
     assert deployment_paused(dep_id)
     kinds = [e.kind for e in ledger.events()]
     # one halt, applied once; only the run that created it announced it (the second did not re-notify)
     assert kinds[:2] == ["halt.opened", "halt.applied"] and set(kinds[2:]) == {"notification.sent"}
     sent = [e for e in ledger.events(kind="notification.sent")]
     assert len({e.payload.get("key") or e.subject for e in sent}) == len(sent)  # nothing sent twice
+
+
+@pytest.mark.integration
+def test_rsp_halt_open_notifies_exactly_like_the_halt_flow(
+    prefect_server: str, ledger: Ledger, rsp_home: Path, unique_scaling_tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.halt import halt as halt_flow
+    from rsp.cli import app
+    from tasks.notify.jsonl import read_notifications
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("RSP_NOTIFY", "file")
+    monkeypatch.setenv("RSP_SCALING_TAG", unique_scaling_tag)
+    get_settings.cache_clear()
+    dep_id = register(f"manual-{uuid.uuid4().hex[:8]}", [unique_scaling_tag])
+    reason = "incident: eval infrastructure compromised"
+
+    by_flow = halt_flow(reason=reason, activities=["training"], opened_by="operator", ledger_url=ledger.url)
+    flow_id = by_flow.halt.halt_id
+    assert by_flow.notified and deployment_paused(dep_id)
+    resume(dep_id)  # so the CLI's halt finds Prefect in the same state the flow's did
+    out = CliRunner().invoke(app, ["halt", "open", "--reason", reason, "--activities", "training", "--by", "operator",
+                                   "--ledger", ledger.url, "--json"])
+    assert out.exit_code == 0, out.output
+    cli = json.loads(out.output)
+    cli_id = cli["halt"]["halt_id"]
+    assert cli["created"] and cli["notified"] and cli_id != flow_id and deployment_paused(dep_id)
+
+    lines = read_notifications(rsp_home / "notifications.jsonl")
+    flow_lines = [ln for ln in lines if ln["halt_id"] == flow_id]
+    cli_lines = [ln for ln in lines if ln["halt_id"] == cli_id]
+    assert len(flow_lines) + len(cli_lines) == len(lines)
+
+    def comparable(line: dict[str, Any], halt_id: str) -> dict[str, Any]:
+        # Only the halt id, when it opened, and the link to the halt flow's own run (the CLI has no
+        # run to link to) may differ; the apply report's timing stays in facts of halt.applied.
+        text = "\n".join(t for t in line["text"].splitlines() if not t.startswith("Flow run: "))
+        facts = {k: v for k, v in line["facts"].items() if k not in ("halt_id", "opened_at", "links", "apply")}
+        same = {"event": line["event"], "event_key": line["event_key"], "title": line["title"], "text": text,
+                "facts": facts, "actions": line["actions"], "severity": line["severity"]}
+        return json.loads(json.dumps(same).replace(halt_id, "HALT"))
+
+    assert [ln["event"] for ln in cli_lines] == ["halt.opened", "halt.applied"]
+    assert [comparable(ln, cli_id) for ln in cli_lines] == [comparable(ln, flow_id) for ln in flow_lines]
+    assert "Cause: manual halt: incident: eval infrastructure compromised" in cli_lines[0]["text"]
+    assert "applied: 1 deployment(s) paused" in cli_lines[0]["text"]

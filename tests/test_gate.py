@@ -114,12 +114,12 @@ def test_halt_payload_the_gate_cannot_read_covers_everything(ledger_url: str, le
     assert not gate.is_open("any-run", "deployment")
 
 
-def test_guard_flow_start_outside_prefect_records_a_direct_call(ledger_url: str, ledger: Ledger) -> None:
-    guard_flow_start("run-a", ledger_url=ledger_url)  # open: returns quietly, records nothing
+def test_guard_flow_start_outside_prefect_records_a_direct_call(ledger: Ledger) -> None:
+    guard_flow_start("run-a", ledger=ledger)  # open: returns quietly, records nothing
     assert ledger.events(kind="scaling.run_blocked") == []
     halt, _ = open_manual_halt("incident", ["training"], ledger=ledger)
     with pytest.raises(ScalingHalted, match="Run blocked at start"):
-        guard_flow_start("run-a", ledger_url=ledger_url)
+        guard_flow_start("run-a", ledger=ledger)
     (event,) = ledger.events(kind="scaling.run_blocked")
     assert event.subject == halt.halt_id
     assert event.payload["run_id"] == "run-a"

@@ -96,13 +96,14 @@ def test_halt_stops_a_running_training_deployment(
                        scaling_tag=unique_scaling_tag)
 
     ledger = Ledger(ledger_url)
-    halt = ledger.halt(result["halt"]["halt_id"])
+    halt = ledger.halt(result.halt.halt_id)
     assert halt is not None and halt.is_open
-    report = result["apply"]
-    assert report["applied"], report["error"]
-    assert [p["id"] for p in report["paused"]] == [dep_id] and paused(dep_id)
+    report = result.apply
+    assert report is not None
+    assert report.applied, report.error
+    assert [p["id"] for p in report.paused] == [dep_id] and paused(dep_id)
     # Either apply cancelled the run, or the gate had already ended it at its next step.
-    cancelled = flow_run in [c["id"] for c in report["cancelled"]]
+    cancelled = flow_run in [c["id"] for c in report.cancelled]
     final = wait_for(lambda: (s := run_state(flow_run)) in FINAL and s, 60, what="the running flow run to stop")
     assert final in ("CANCELLED", "FAILED"), (final, cancelled)
     opened = dt.datetime.fromisoformat(halt.opened_at)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tasks.ledger import export_jsonl
 from tasks.notify import Dispatcher, notify_halt_opened
 from tasks.notify import messages as msgs
 from tasks.notify.jsonl import read_notifications
@@ -162,7 +163,7 @@ def test_console_and_file_backends(approval_world: ApprovalWorld, monkeypatch: p
 
 
 def test_unknown_channel_is_recorded_not_fatal(approval_world: ApprovalWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     monkeypatch.setenv("RSP_NOTIFY", "file,pager")
     get_settings.cache_clear()
@@ -187,7 +188,7 @@ def test_secrets_never_reach_logs_ledger_outbox_or_files(
     logging.getLogger("rsp.notify").warning("token is %s", slack_api.token)  # even a careless log line
     assert slack_api.posts()
     export = io.StringIO()
-    w.ledger.export_jsonl(export)
+    export_jsonl(w.ledger, export)
     outbox = (w.home / "notify" / "outbox.db").read_bytes()
     files = (w.home / "notifications.jsonl").read_text()
     for secret in (slack_api.token, TEST_SIGNING_SECRET):

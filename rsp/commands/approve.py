@@ -49,7 +49,7 @@ def _die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
 def _settings(command: str) -> Any:
     from pydantic import ValidationError
 
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     try:
         return get_settings()

@@ -34,7 +34,7 @@ def _ledger_url(command: str, ledger: str | None) -> str:
         return ledger
     from pydantic import ValidationError
 
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     try:
         return get_settings().resolved_ledger_url

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 def _settings(command: str) -> Any:
     from pydantic import ValidationError
 
-    from rsp.settings import get_settings
+    from tasks.settings import get_settings
 
     try:
         return get_settings()

@@ -32,7 +32,6 @@ ApiOpt = Annotated[
     str | None, typer.Option("--api-url", help="Prefect API URL; default: PREFECT_API_URL.", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-ENFORCEMENT_KINDS = ("halt.applied", "halt.apply_failed", "halt.reconciled", "halt.reconcile_failed")
 
 
 def _die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
@@ -47,7 +46,7 @@ def _open_ledger(command: str, url: str | None, *, create: bool = False) -> Ledg
 
     try:
         if url is None:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             settings = get_settings()
             url = settings.resolved_ledger_url
@@ -91,10 +90,19 @@ def _scope_text(d: dict[str, Any]) -> str:
     return f"halts {'+'.join(d['activities'])} of {runs}"
 
 
+def _enforcement_failures() -> tuple[str, ...]:
+    from tasks.ledger.events import HaltApplyFailed, HaltReconcileFailed
+
+    return (HaltApplyFailed.KIND, HaltReconcileFailed.KIND)
+
+
 def _last_enforcement(ledger: Ledger, halt_id: str) -> dict[str, Any] | None:
+    from tasks.ledger.events import HaltApplied, HaltReconciled
+
+    kinds = (HaltApplied.KIND, *_enforcement_failures(), HaltReconciled.KIND)
     last = None
     for ev in ledger.iter_events(subject=halt_id):
-        if ev.kind in ENFORCEMENT_KINDS:
+        if ev.kind in kinds:
             last = ev
     if last is None:
         return None
@@ -169,7 +177,7 @@ def _print_status(data: dict[str, Any]) -> None:
         enf = d["enforcement"]
         if enf is None:
             echo("    enforcement: never applied to Prefect (run `rsp halt reconcile`)")
-        elif enf["event"] in ("halt.apply_failed", "halt.reconcile_failed"):
+        elif enf["event"] in _enforcement_failures():
             echo(f"    enforcement: NOT APPLIED ({enf['event']} at {enf['at']}: {enf['error']})")
         else:
             echo(f"    enforcement: {enf['event']} at {enf['at']}")
@@ -255,11 +263,13 @@ def open_cmd(
     api_url: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Open a manual halt and apply it to Prefect.
+    """Open a manual halt, apply it to Prefect and notify, like any other halt.
 
-    In force at once: the gate reads the ledger. Exit 1 when it was recorded but could not be
-    applied to Prefect (the next reconcile applies it)."""
-    from tasks.enforcement import ACTIVITIES, apply_halt, open_manual_halt
+    In force at once: the gate reads the ledger. Then the same composition as the halt flow:
+    apply, notify (settings notify: console, file, Slack), start the Prefect UI approval form
+    where it is served. Exit 1 when it was recorded but could not be applied to Prefect (the
+    next reconcile applies it)."""
+    from tasks.enforcement import ACTIVITIES, HaltRequest, open_and_enforce
 
     acts = _csv(activities) or []
     unknown = [a for a in acts if a not in ACTIVITIES]
@@ -267,18 +277,26 @@ def open_cmd(
         _die("halt open", f"--activities must name training and/or deployment, got {activities!r}")
     store = _open_ledger("halt open", ledger, create=False)
     try:
-        halt, created = open_manual_halt(reason, acts, runs=_csv(runs), opened_by=by, ledger=store)
+        request = HaltRequest.model_validate({"reason": reason, "activities": acts, "runs": _csv(runs),
+                                              "opened_by": by})
+        outcome = open_and_enforce(request, ledger=store, api_url=api_url, apply=not no_apply)
     except ValueError as exc:
         _die("halt open", exc)
-    report = None if no_apply else apply_halt(halt.halt_id, ledger=store, api_url=api_url)
+    halt = store.halt(outcome.halt.halt_id)
+    if halt is None:  # written a moment ago; only a ledger swapped underneath us gets here
+        _die("halt open", f"halt {outcome.halt.halt_id} is not in ledger {store.url} after opening it", EXIT_PROBLEM)
+    report = outcome.apply
     if as_json:
-        typer.echo(json.dumps({"halt": _halt_summary(halt), "created": created,
-                               "apply": None if report is None else report.to_dict()}, indent=2, default=str))
+        typer.echo(json.dumps({"halt": _halt_summary(halt), "created": outcome.halt.created,
+                               "apply": None if report is None else report.to_dict(),
+                               "notified": outcome.notified}, indent=2, default=str))
     else:
         typer.echo(f"halt {halt.halt_id} opened (seq {halt.opened_seq}): {_scope_text(_halt_summary(halt))}; "
                    "the scaling gate is closed")
         typer.echo("not applied to Prefect (--no-apply); the next reconcile applies it" if report is None
                    else report.summary())
+        if outcome.notified:
+            typer.echo("notified (settings notify / RSP_NOTIFY)")
     if report is not None and not report.applied:
         raise typer.Exit(EXIT_PROBLEM)
 

@@ -54,6 +54,6 @@ def serve(
 
     try:
         read_policy(policy)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any unreadable policy: one line and exit 2 before serving
         fail(str(exc))
     serve_scaling(*build_deployments(policy, interval, store, demo), reconcile_every=reconcile_every)

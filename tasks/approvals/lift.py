@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tasks.approvals.state import LIFT_REFUSED, LIFTED, approval_state, halt_rules
+from tasks.approvals.state import approval_state, halt_rules
 
 if TYPE_CHECKING:
     from policy.schema import Policy
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from tasks.safeguards.roster import Roster
 
 log = logging.getLogger("rsp.approvals")
-RESUMED = "halt.deployments_resumed"
-RESUME_FAILED = "halt.resume_failed"
 
 
 @dataclass
@@ -65,14 +63,6 @@ class LiftOutcome:
         return {**asdict(self), "lifted": self.lifted}
 
 
-def _ledger(ledger: Ledger | None) -> Ledger:
-    if ledger is not None:
-        return ledger
-    from tasks.ledger import Ledger
-
-    return Ledger()
-
-
 def _roster(roster: Roster | None, settings: Any) -> Roster:
     if roster is not None:
         return roster
@@ -98,7 +88,9 @@ def _refuse(ledger: Ledger, halt_id: str, reason: str, *, missing: Sequence[dict
             verification: dict[str, Any] | None = None) -> LiftOutcome:
     payload = {"halt_id": halt_id, "reason": reason, "missing": list(missing), "tally": tally, "round": round_,
                "trigger": trigger}
-    event = ledger.append(LIFT_REFUSED, halt_id, payload)
+    from tasks.ledger.events import HaltLiftRefused
+
+    event = ledger.record(HaltLiftRefused.from_payload(payload), halt_id)
     if notify:
         from tasks.notify import messages
 
@@ -123,8 +115,11 @@ def try_lift(
     trigger: str = "approval",
 ) -> LiftOutcome:
     """Lift `halt_id` if the ledger's votes and a fresh safeguard verification allow it
-    (see the module docstring). Idempotent; never raises for a refusal."""
-    store = _ledger(ledger)
+    (see the module docstring). Idempotent; never raises for a refusal. `ledger` None: the
+    configured ledger."""
+    from tasks.ledger import ledger_or_configured
+
+    store = ledger_or_configured(ledger)
     halt = store.halt(halt_id)
     if halt is None:
         return LiftOutcome(halt_id=halt_id, status="no_such_halt", message=f"no halt {halt_id!r} in the ledger")
@@ -164,9 +159,10 @@ def try_lift(
                "assignment": dict(tally.assignment), "rules": hr.rules.to_dict(), "rules_source": hr.source,
                "votes": votes, "verification": verification, "trigger": trigger}
     from tasks.ledger import HaltConflict
+    from tasks.ledger.events import HaltLifted
 
     try:
-        event = store.append(LIFTED, halt_id, payload)
+        event = store.record(HaltLifted.from_payload(payload), halt_id)
     except HaltConflict:
         # Another quorum completion lifted it first; that one resumes and notifies.
         return LiftOutcome(halt_id=halt_id, status="already_lifted",
@@ -202,8 +198,10 @@ def verify(policy: Policy | None, required: Sequence[str], *, settings: Any = No
 def _already_lifted(store: Ledger, halt: Halt, **prefect: Any) -> LiftOutcome:
     outcome = LiftOutcome(halt_id=halt.halt_id, status="already_lifted",
                           message=f"halt {halt.halt_id} was already lifted at {halt.lifted_at}")
+    from tasks.ledger.events import HaltDeploymentsResumed
+
     events = store.events(subject=halt.halt_id)
-    if any(e.kind == RESUMED for e in events):
+    if any(e.kind == HaltDeploymentsResumed.KIND for e in events):
         return outcome
     # Lifted, but its deployments were never resumed (Prefect was down, or the process died): do it now.
     _resume_into(outcome, store, halt.halt_id, **prefect)
@@ -211,17 +209,19 @@ def _already_lifted(store: Ledger, halt: Halt, **prefect: Any) -> LiftOutcome:
 
 
 def _resume_into(outcome: LiftOutcome, store: Ledger, halt_id: str, **prefect: Any) -> None:
+    from tasks.ledger.events import HaltDeploymentsResumed, HaltResumeFailed
+
     try:
         done = resume_halt_deployments(store, halt_id, **prefect)
     except Exception as exc:  # noqa: BLE001 - the halt is lifted in the ledger (gate open); say what is left
         from tasks.enforcement.prefect_api import short_error
 
         outcome.resume_error = short_error(exc)
-        store.append(RESUME_FAILED, halt_id, {"halt_id": halt_id, "error": outcome.resume_error})
+        store.record(HaltResumeFailed(halt_id=halt_id, error=outcome.resume_error), halt_id)
         outcome.message += f"; deployments NOT resumed ({outcome.resume_error}); retry with `rsp resume {halt_id}`"
         return
     outcome.resumed, outcome.kept_paused = done["resumed"], done["kept_paused"]
-    store.append(RESUMED, halt_id, {"halt_id": halt_id, **done})
+    store.record(HaltDeploymentsResumed(halt_id=halt_id, **done), halt_id)
     if done["resumed"]:
         outcome.message += f"; resumed {', '.join(done['resumed'])}"
     if done["kept_paused"]:
@@ -230,9 +230,11 @@ def _resume_into(outcome: LiftOutcome, store: Ledger, halt_id: str, **prefect: A
 
 def paused_by(store: Ledger, halt_id: str) -> list[str]:
     """Deployments (flow/deployment names) this halt paused, from its enforcement events."""
+    from tasks.ledger.events import HaltApplied, HaltReconciled
+
     names: list[str] = []
     for ev in store.events(subject=halt_id):
-        if ev.kind in ("halt.applied", "halt.reconciled"):
+        if ev.kind in (HaltApplied.KIND, HaltReconciled.KIND):
             names.extend(str(n) for n in ev.payload.get("paused") or [])
     return list(dict.fromkeys(names))
 
@@ -300,5 +302,5 @@ def handle_recorded_vote(outcome: VoteOutcome, *, ledger: Ledger, settings: Any 
     return None
 
 
-__all__ = ["RESUMED", "RESUME_FAILED", "LiftOutcome", "handle_recorded_vote", "paused_by",
+__all__ = ["LiftOutcome", "handle_recorded_vote", "paused_by",
            "resume_halt_deployments", "try_lift", "verify"]

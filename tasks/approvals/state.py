@@ -29,12 +29,6 @@ if TYPE_CHECKING:
     from tasks.ledger import Event, Halt, Ledger
     from tasks.safeguards.roster import Roster
 
-VOTE = "vote.recorded"
-VOTE_REFUSED = "vote.refused"
-ROUND_OPENED = "approval.round_opened"
-ROUND_CLOSED = "approval.round_closed"
-LIFT_REFUSED = "halt.lift_refused"
-LIFTED = "halt.lifted"
 
 def obj(value: Any) -> Mapping[str, Any]:
     """`value` if it is a JSON object, else an empty one: halt records are read fail-closed."""
@@ -67,7 +61,7 @@ def _load_policy(ref: str | Path) -> tuple[Policy, str]:
 def configured_policy_ref(settings: Any = None) -> str | None:
     if settings is None:
         try:
-            from rsp.settings import get_settings
+            from tasks.settings import get_settings
 
             settings = get_settings()
         except Exception:  # noqa: BLE001 - no settings: no configured policy
@@ -146,7 +140,7 @@ def halt_rules(ledger: Ledger, halt: Halt, *, settings: Any = None, policy: Poli
 def required_safeguards(ledger: Ledger, halt: Halt) -> tuple[str, ...]:
     """Every safeguard that must verify before the halt lifts: those it names as unmet, plus
     every safeguard its determination required (one met then may have lapsed since)."""
-    from tasks.notify.messages import determination_of
+    from tasks.enforcement.halts import determination_of
 
     lifts = obj(halt.payload.get("lifts_when"))
     ids = [str(s) for s in lifts.get("safeguards") or []]
@@ -194,20 +188,22 @@ def ballots_of(votes: Sequence[Event], roster: Roster | None = None) -> list[Bal
 def approval_state(ledger: Ledger, halt: Halt, *, settings: Any = None, policy: Policy | None = None,
                    roster: Roster | None = None, rules: HaltRules | None = None,
                    events: Sequence[Event] | None = None) -> ApprovalState:
+    from tasks.ledger.events import ApprovalRoundOpened, HaltLiftRefused, VoteRecorded
+
     hr = rules or halt_rules(ledger, halt, settings=settings, policy=policy)
     evs = list(events) if events is not None else ledger.events(subject=halt.halt_id)
     rnd, start = 1, halt.opened_seq
     votes: list[Event] = []
     refusal: str | None = None
     for ev in evs:
-        if ev.kind == ROUND_OPENED:
+        if ev.kind == ApprovalRoundOpened.KIND:
             # Only a higher round number starts a round: two people reopening at once open one round.
             wanted = ev.payload.get("round")
             if isinstance(wanted, int) and wanted > rnd:
                 rnd, start, votes, refusal = wanted, ev.seq, [], None
-        elif ev.kind == VOTE:
+        elif ev.kind == VoteRecorded.KIND:
             votes.append(ev)
-        elif ev.kind == LIFT_REFUSED:
+        elif ev.kind == HaltLiftRefused.KIND:
             refusal = str(ev.payload.get("reason") or "")
     state = ApprovalState(halt_id=halt.halt_id, round=rnd, round_started_seq=start, votes=votes, rules=hr.rules,
                           rules_problem=hr.problem, last_refusal=refusal, required_safeguards=hr.required_safeguards,
@@ -218,12 +214,6 @@ def approval_state(ledger: Ledger, halt: Halt, *, settings: Any = None, policy: 
 
 
 __all__ = [
-    "LIFTED",
-    "LIFT_REFUSED",
-    "ROUND_CLOSED",
-    "ROUND_OPENED",
-    "VOTE",
-    "VOTE_REFUSED",
     "ApprovalState",
     "HaltRules",
     "approval_state",

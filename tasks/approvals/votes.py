@@ -27,19 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from policy.approvals import DECISIONS, Tally, tally, voter_problem
-from tasks.approvals.state import (
-    ROUND_CLOSED,
-    ROUND_OPENED,
-    VOTE,
-    VOTE_REFUSED,
-    approval_state,
-    ballots_of,
-    halt_rules,
-)
+from tasks.approvals.state import approval_state, ballots_of, halt_rules
 
 if TYPE_CHECKING:
     from policy.schema import Policy
     from tasks.ledger import Ledger
+    from tasks.ledger.events import LedgerEventModel
     from tasks.safeguards.roster import Roster
 
 Channel = Literal["slack", "prefect-ui", "cli", "api"]
@@ -113,10 +106,12 @@ def _refuse(ledger: Ledger, req: VoteRequest, code: str, message: str, *, person
             roles: tuple[str, ...] = (), record: bool = True) -> VoteOutcome:
     subject = _clip(req.halt_id) or "(none)"
     if record:
-        ledger.append(VOTE_REFUSED, subject, {
-            "halt_id": subject, "code": code, "reason": message, "person": person or req.person,
-            "decision": _clip(req.decision, 20), "channel": req.channel, "channel_ref": req.channel_ref,
-        })
+        from tasks.ledger.events import VoteRefused
+
+        ledger.record(VoteRefused(
+            halt_id=subject, code=code, reason=message, person=person or req.person,
+            decision=_clip(req.decision, 20), channel=req.channel, channel_ref=req.channel_ref,
+        ), subject)
     return VoteOutcome(halt_id=req.halt_id, status="refused", code=code, message=message,
                        person=person or req.person, decision=req.decision, roles=roles)
 
@@ -160,7 +155,9 @@ def record_vote(req: VoteRequest, *, ledger: Ledger, roster: Roster, settings: A
 
     state = approval_state(ledger, halt, rules=hr, roster=roster)
     assert state.tally is not None
-    items: list[tuple[str, str, dict[str, Any]]] = []
+    from tasks.ledger.events import ApprovalRoundClosed, ApprovalRoundOpened, VoteRecorded
+
+    items: list[tuple[LedgerEventModel, str]] = []
     rnd = state.round
     if state.tally.rejected:
         if not req.new_round:
@@ -168,8 +165,8 @@ def record_vote(req: VoteRequest, *, ledger: Ledger, roster: Roster, settings: A
                            f"round {rnd} of {req.halt_id} was rejected by {state.tally.rejected_by}; "
                            f"ask again in a new round (rsp approve {req.halt_id} --new-round)", roles=roles)
         rnd += 1
-        items.append((ROUND_OPENED, halt.halt_id, {"halt_id": halt.halt_id, "round": rnd, "by": person,
-                                                    "channel": req.channel, "justification": justification}))
+        items.append((ApprovalRoundOpened(halt_id=halt.halt_id, round=rnd, by=person, channel=req.channel,
+                                          justification=justification), halt.halt_id))
         prior: list[Any] = []
     else:
         prior = ballots_of(state.votes, roster)
@@ -180,12 +177,12 @@ def record_vote(req: VoteRequest, *, ledger: Ledger, roster: Roster, settings: A
         "justification": justification, "channel": req.channel, "channel_ref": req.channel_ref,
         "duplicate": duplicate, "tally": after.to_dict(),
     }
-    items.append((VOTE, halt.halt_id, vote))
+    items.append((VoteRecorded.from_payload(vote), halt.halt_id))
     if decision == "reject" and after.rejected_by == person:
-        items.append((ROUND_CLOSED, halt.halt_id, {"halt_id": halt.halt_id, "round": rnd, "outcome": "rejected",
-                                                    "by": person, "justification": justification}))
-    written = ledger.append_many(items)
-    seq = next(e.seq for e in written if e.kind == VOTE)
+        items.append((ApprovalRoundClosed(halt_id=halt.halt_id, round=rnd, outcome="rejected", by=person,
+                                          justification=justification), halt.halt_id))
+    written = ledger.record_many(items)
+    seq = next(e.seq for e in written if e.kind == VoteRecorded.KIND)
     # Re-read: a vote racing this one may have landed first; the ledger order is what counts.
     final = approval_state(ledger, halt, rules=hr, roster=roster)
     verb = "approves" if decision == "approve" else "rejects"

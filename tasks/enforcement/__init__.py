@@ -14,16 +14,15 @@ A halt is four things (DESIGN.md, "pausing a Prefect deployment is not a halt"):
 4. `ensure_halt_automation()`: a Prefect automation that cancels new runs of halted
    deployments (best effort).
 
+`open_and_enforce(HaltRequest(...), ledger=...)` is the one composition every halt goes
+through (the halt flow, `rsp halt open`): record, apply, notify, start the approval wait.
+
 Scaling deployments are those tagged with settings.scaling_tag ("scaling"), plus any
 named in RSP_SCALING_DEPLOYMENTS; their activity comes from a "training" or "deployment"
 tag (none: training). Prefect is imported only inside the functions that talk to it.
 """
 
-from tasks.enforcement.apply import ApplyReport, apply_halt
-from tasks.enforcement.automation import automation_name, ensure_halt_automation
-from tasks.enforcement.halts import open_halt, open_manual_halt, open_record
-from tasks.enforcement.reconcile import ReconcileReport, last_reconcile, reconcile
-from tasks.enforcement.records import (
+from policy.halts import (
     ACTIVITIES,
     ALL_RUNS,
     HaltRecord,
@@ -33,6 +32,11 @@ from tasks.enforcement.records import (
     scope_covers,
     scope_of,
 )
+from tasks.enforcement.apply import ApplyReport, apply_halt
+from tasks.enforcement.automation import automation_name, ensure_halt_automation
+from tasks.enforcement.halting import HaltOutcome, HaltRequest, RecordedHalt, open_and_enforce
+from tasks.enforcement.halts import determination_of, open_halt, open_manual_halt, open_record
+from tasks.enforcement.reconcile import ReconcileReport, last_reconcile, reconcile
 from tasks.enforcement.serve import serve_scaling
 from tasks.enforcement.settings import EnforcementSettings, enforcement_settings
 
@@ -41,16 +45,21 @@ __all__ = [
     "ALL_RUNS",
     "ApplyReport",
     "EnforcementSettings",
+    "HaltOutcome",
     "HaltRecord",
+    "HaltRequest",
     "HaltScope",
     "ReconcileReport",
+    "RecordedHalt",
     "apply_halt",
     "automation_name",
     "describe_cause",
     "describe_lift",
+    "determination_of",
     "enforcement_settings",
     "ensure_halt_automation",
     "last_reconcile",
+    "open_and_enforce",
     "open_halt",
     "open_manual_halt",
     "open_record",

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from tasks.ledger import Halt, Ledger
@@ -23,24 +24,26 @@ DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF_S = 0.5
 
 
-@dataclass
-class ApplyReport:
+class ApplyReport(BaseModel):
+    """What applying one halt to Prefect did; returned by the apply-halt task and carried in the
+    halt flow's outcome (a pydantic model so Prefect can serialise it)."""
+
     halt_id: str
     applied: bool
     attempts: int
     api_url: str | None
     gate_closed: bool  # the ledger holds the halt open, so every gate check for it fails
-    paused: list[dict[str, Any]] = field(default_factory=list)
-    already_paused: list[str] = field(default_factory=list)
-    cancelled: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    paused: list[dict[str, Any]] = Field(default_factory=list)
+    already_paused: list[str] = Field(default_factory=list)
+    cancelled: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None  # why it was not applied, in one line
     automation: str | None = None
     event: str | None = None  # the ledger event written: halt.applied, halt.apply_failed or None
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def summary(self) -> str:
         if not self.applied:
@@ -49,14 +52,6 @@ class ApplyReport:
             f"halt {self.halt_id} applied: {len(self.paused)} deployment(s) paused, "
             f"{len(self.already_paused)} already paused, {len(self.cancelled)} run(s) cancelled"
         )
-
-
-def _ledger(ledger: Ledger | None, ledger_url: str | None) -> Ledger:
-    if ledger is not None:
-        return ledger
-    from tasks.ledger import Ledger
-
-    return Ledger(ledger_url)
 
 
 def with_retries(work: Any, *, attempts: int, backoff_s: float, sleep: Any = time.sleep) -> tuple[Any, int]:
@@ -80,7 +75,6 @@ def apply_halt(
     halt: str | Halt,
     *,
     ledger: Ledger | None = None,
-    ledger_url: str | None = None,
     api_url: str | None = None,
     scaling_tag: str | None = None,
     names: Sequence[str] | None = None,
@@ -89,16 +83,18 @@ def apply_halt(
     record: bool = True,
 ) -> ApplyReport:
     """Make Prefect agree with one open halt: pause its scaling deployments, cancel their
-    scheduled/pending/running/paused runs, keep the halt automation's list current."""
+    scheduled/pending/running/paused runs, keep the halt automation's list current. `ledger`
+    None: the configured ledger."""
+    from policy.halts import scope_of
     from tasks.enforcement.automation import sync_halt_automation
     from tasks.enforcement.enforce import HaltTarget, enforce, targets_of
     from tasks.enforcement.enforce import plan as make_plan
     from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
-    from tasks.enforcement.records import scope_of
     from tasks.enforcement.settings import enforcement_settings
+    from tasks.ledger import ledger_or_configured
 
     started = time.perf_counter()
-    store = _ledger(ledger, ledger_url)
+    store = ledger_or_configured(ledger)
     halt_id = halt if isinstance(halt, str) else halt.halt_id
     current = store.halt(halt_id)
     if current is None:
@@ -159,31 +155,33 @@ def apply_halt(
 
 
 def _record(store: Ledger, report: ApplyReport) -> None:
+    from tasks.ledger.events import HaltApplied, HaltApplyFailed
+
     if report.applied:
         changed = bool(report.paused or report.cancelled)
-        first = not store.events(kind="halt.applied", subject=report.halt_id, limit=1)
+        first = not store.events(kind=HaltApplied.KIND, subject=report.halt_id, limit=1)
         if not (first or changed):
             return  # already applied and Prefect still agrees: nothing new to record
-        store.append("halt.applied", report.halt_id, {
-            "halt_id": report.halt_id,
-            "api_url": report.api_url,
-            "paused": [p["name"] for p in report.paused],
-            "already_paused": report.already_paused,
-            "cancelled": [c["id"] for c in report.cancelled],
-            "attempts": report.attempts,
-        })
-        report.event = "halt.applied"
+        store.record(HaltApplied(
+            halt_id=report.halt_id,
+            api_url=report.api_url,
+            paused=[p["name"] for p in report.paused],
+            already_paused=report.already_paused,
+            cancelled=[c["id"] for c in report.cancelled],
+            attempts=report.attempts,
+        ), report.halt_id)
+        report.event = HaltApplied.KIND
     else:
-        store.append("halt.apply_failed", report.halt_id, {
-            "halt_id": report.halt_id,
-            "api_url": report.api_url,
-            "attempts": report.attempts,
-            "error": report.error,
-            "errors": report.errors,
-            "paused": [p["name"] for p in report.paused],
-            "cancelled": [c["id"] for c in report.cancelled],
-        })
-        report.event = "halt.apply_failed"
+        store.record(HaltApplyFailed(
+            halt_id=report.halt_id,
+            api_url=report.api_url,
+            attempts=report.attempts,
+            error=report.error,
+            errors=report.errors,
+            paused=[p["name"] for p in report.paused],
+            cancelled=[c["id"] for c in report.cancelled],
+        ), report.halt_id)
+        report.event = HaltApplyFailed.KIND
 
 
 __all__ = ["ApplyReport", "apply_halt", "with_retries"]

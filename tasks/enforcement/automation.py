@@ -105,7 +105,6 @@ def ensure_halt_automation(
     *,
     api_url: str | None = None,
     ledger: Ledger | None = None,
-    ledger_url: str | None = None,
     scaling_tag: str | None = None,
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -113,14 +112,14 @@ def ensure_halt_automation(
 
     Call it when serving or deploying scaling flows. Returns {"automation": name, "change":
     ..., "halted_deployments": [...]}; raises on an unreachable API (callers treat it as best
-    effort)."""
+    effort). `ledger` None: the configured ledger."""
     from tasks.enforcement.enforce import observe, targets_of
     from tasks.enforcement.prefect_api import prefect_client
     from tasks.enforcement.settings import enforcement_settings
-    from tasks.ledger import Ledger
+    from tasks.ledger import ledger_or_configured
 
     cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
-    store = ledger or Ledger(ledger_url)
+    store = ledger_or_configured(ledger)
     targets = targets_of(store.halts("open"))
     with prefect_client(api_url) as client:
         observed = observe(client, targets, scaling_tag=cfg.scaling_tag, names=cfg.names, with_flow_names=False)

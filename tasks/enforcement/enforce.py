@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from policy.halts import HaltScope, scope_of
 from tasks.enforcement.prefect_api import (
     ACTIVE_STATES,
     CANCELLING_STATE,
@@ -27,7 +28,6 @@ from tasks.enforcement.prefect_api import (
     pause_deployment,
     short_error,
 )
-from tasks.enforcement.records import HaltScope, scope_of
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

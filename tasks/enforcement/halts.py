@@ -1,4 +1,4 @@
-"""Opening halts in the ledger, idempotently.
+"""Halts in the ledger: opening them idempotently, and reading back the determination behind one.
 
 The ledger is the single source of truth: a halt exists once its `halt.opened` event is
 written, and the gate closes at that moment, before Prefect is told anything.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tasks.enforcement.records import (
+from policy.halts import (
     HaltRecord,
     cause_key,
     determination_cause_base,
@@ -30,14 +30,6 @@ if TYPE_CHECKING:
     from tasks.ledger import Halt, Ledger
 
 MAX_EPOCHS = 10_000  # a cause lifted ten thousand times is a loop, not a policy
-
-
-def _ledger(ledger: Ledger | None, ledger_url: str | None) -> Ledger:
-    if ledger is not None:
-        return ledger
-    from tasks.ledger import Ledger
-
-    return Ledger(ledger_url)
 
 
 def _as_determination(determination: Any) -> Any:
@@ -64,7 +56,6 @@ def open_halt(
     determination: Any,
     *,
     ledger: Ledger | None = None,
-    ledger_url: str | None = None,
     runs: Sequence[str] | None = None,
     seq: int | None = None,
     subject: str | None = None,
@@ -75,12 +66,14 @@ def open_halt(
 
     `determination` is a `policy.determination.Determination` (or its JSON); `seq`/`subject`
     point at its `determination.recorded` event; `runs` narrows the halt to those training
-    runs (default: every scaling run); `policy` supplies the approver rules that lift it.
-    Raises ValueError when the determination decided `proceed`."""
+    runs (default: every scaling run); `policy` supplies the approver rules that lift it;
+    `ledger` None: the configured ledger. Raises ValueError when the determination decided `proceed`."""
     det = _as_determination(determination)
     if det.decision != "halt" and not det.halts:
         raise ValueError("determination decided 'proceed': there is nothing to halt")
-    store = _ledger(ledger, ledger_url)
+    from tasks.ledger import ledger_or_configured
+
+    store = ledger_or_configured(ledger)
     scope = scope_for_determination(det, runs)
     base = determination_cause_base(det.policy.sha256, det.required_level, unmet_safeguards(det), scope)
     run_id = det.checkpoint.run_id if det.checkpoint else None
@@ -111,19 +104,44 @@ def open_manual_halt(
     opened_by: str = "operator",
     cause: str | None = None,
     ledger: Ledger | None = None,
-    ledger_url: str | None = None,
     policy: Any | None = None,
 ) -> tuple[Halt, bool]:
     """An operator's halt. Each call is a new cause unless `cause` names one (then idempotent)."""
-    store = _ledger(ledger, ledger_url)
+    from tasks.ledger import ledger_or_configured
+
+    store = ledger_or_configured(ledger)
     key = None if cause is None else f"manual:{cause}#0"
     record = manual_record(reason, activities, runs=runs, opened_by=opened_by, key=key, policy=policy)
     return store.open_halt(record.model_dump(mode="json"))
 
 
-def open_record(record: HaltRecord, *, ledger: Ledger | None = None, ledger_url: str | None = None
-                ) -> tuple[Halt, bool]:
-    return _ledger(ledger, ledger_url).open_halt(record.model_dump(mode="json"))
+def open_record(record: HaltRecord, *, ledger: Ledger | None = None) -> tuple[Halt, bool]:
+    from tasks.ledger import ledger_or_configured
+
+    return ledger_or_configured(ledger).open_halt(record.model_dump(mode="json"))
 
 
-__all__ = ["open_halt", "open_manual_halt", "open_record"]
+def determination_of(ledger: Ledger, payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `determination.recorded` payload that caused a halt (`payload` is its halt.opened
+    payload): found by the ledger seq the halt records, else the latest determination on the
+    subject it names. None for a manual halt, or when the ledger no longer holds it."""
+    from tasks.ledger.events import DeterminationRecorded
+
+    why = payload.get("why")
+    det = why.get("determination") if isinstance(why, Mapping) else None
+    if not isinstance(det, Mapping):
+        return None
+    seq = det.get("seq")
+    if isinstance(seq, int):
+        event = ledger.event(seq)
+        if event is not None and event.kind == DeterminationRecorded.KIND:
+            return event.payload
+    subject = det.get("subject")
+    if isinstance(subject, str) and subject:
+        found = ledger.events(kind=DeterminationRecorded.KIND, subject=subject)
+        if found:
+            return found[-1].payload
+    return None
+
+
+__all__ = ["determination_of", "open_halt", "open_manual_halt", "open_record"]

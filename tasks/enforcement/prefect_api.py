@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tasks.enforcement.records import ACTIVITIES
+from policy.halts import ACTIVITIES
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

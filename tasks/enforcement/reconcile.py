@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tasks.storage import write_atomic
 
 if TYPE_CHECKING:
     from tasks.ledger import Ledger
@@ -76,22 +76,13 @@ def read_state(path: Path) -> dict[str, Any] | None:
 
 
 def write_state(path: Path, data: dict[str, Any]) -> None:
-    # Temp file + rename: `rsp status` never reads half a file, even with two reconcilers.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".reconcile.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Atomic: `rsp status` never reads half a file, even with two reconcilers.
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8"))
 
 
 def reconcile(
     *,
     ledger: Ledger | None = None,
-    ledger_url: str | None = None,
     api_url: str | None = None,
     scaling_tag: str | None = None,
     names: Sequence[str] | None = None,
@@ -101,16 +92,18 @@ def reconcile(
     record: bool = True,
 ) -> ReconcileReport:
     """One reconcile pass over every open halt. Never raises for Prefect being down: the
-    report says `ok=False` with the error (the gate keeps the halt in force meanwhile)."""
+    report says `ok=False` with the error (the gate keeps the halt in force meanwhile).
+    `ledger` None: the configured ledger."""
     from tasks.enforcement.apply import with_retries
     from tasks.enforcement.automation import sync_halt_automation
     from tasks.enforcement.enforce import enforce, targets_of
     from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
     from tasks.enforcement.settings import enforcement_settings
-    from tasks.ledger import Ledger
+    from tasks.ledger import ledger_or_configured
+    from tasks.ledger.events import HaltReconciled, HaltReconcileFailed
 
     started = time.perf_counter()
-    store = ledger or Ledger(ledger_url)
+    store = ledger_or_configured(ledger)
     cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
     path = state_path or cfg.state_path
     previous = read_state(path)
@@ -157,15 +150,14 @@ def reconcile(
                 for h in open_halts:
                     fixed = done.fixed_for(h.halt_id)
                     if fixed["paused"] or fixed["cancelled"]:
-                        store.append("halt.reconciled", h.halt_id, {"halt_id": h.halt_id, "api_url": report.api_url,
-                                                                   **fixed})
-                        report.events.append("halt.reconciled")
+                        store.record(HaltReconciled(halt_id=h.halt_id, api_url=report.api_url, **fixed), h.halt_id)
+                        report.events.append(HaltReconciled.KIND)
     if record and not report.ok and targets and (previous is None or previous.get("ok", True)):
         # Once per outage: a watch tick every minute must not fill the ledger with the same failure.
         for h in open_halts:
-            store.append("halt.reconcile_failed", h.halt_id,
-                         {"halt_id": h.halt_id, "api_url": report.api_url, "error": report.error})
-            report.events.append("halt.reconcile_failed")
+            store.record(HaltReconcileFailed(halt_id=h.halt_id, api_url=report.api_url, error=report.error),
+                         h.halt_id)
+            report.events.append(HaltReconcileFailed.KIND)
     report.duration_s = time.perf_counter() - started
     write_state(path, {
         "checked_at": report.checked_at, "ok": report.ok, "halts": report.halts, "changed": report.changed,

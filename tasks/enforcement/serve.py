@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
     from tasks.enforcement.reconcile import ReconcileReport
+    from tasks.ledger import Ledger
 
 log = logging.getLogger("rsp.enforcement.serve")
 
@@ -39,7 +40,7 @@ def _reconcile_loop(stop: threading.Event, every: float, run_once: Callable[[], 
 def serve_scaling(
     *deployments: RunnerDeployment,
     reconcile_every: float = 30.0,
-    ledger_url: str | None = None,
+    ledger: Ledger | None = None,
     api_url: str | None = None,
     scaling_tag: str | None = None,
     names: Sequence[str] | None = None,
@@ -50,7 +51,8 @@ def serve_scaling(
 ) -> None:
     """Serve `deployments` (blocks, like `prefect.serve`), reconciling open halts at start-up
     and every `reconcile_every` seconds. `on_ready` is called with the start-up reconcile
-    report once the deployments are registered and the halts re-applied."""
+    report once the deployments are registered and the halts re-applied. `ledger` None: the
+    configured ledger (opened once, used by every reconcile pass)."""
     import asyncio
 
     from prefect.exceptions import TerminationSignal
@@ -59,13 +61,13 @@ def serve_scaling(
     from tasks.enforcement.automation import ensure_halt_automation
     from tasks.enforcement.prefect_api import resolve_api_url, short_error
     from tasks.enforcement.reconcile import reconcile
-    from tasks.ledger import Ledger
+    from tasks.ledger import ledger_or_configured
 
     url = resolve_api_url(api_url)
-    ledger = Ledger(ledger_url)
+    store = ledger_or_configured(ledger)
 
     def run_once() -> ReconcileReport:
-        report = reconcile(ledger=ledger, api_url=url, scaling_tag=scaling_tag, names=names)
+        report = reconcile(ledger=store, api_url=url, scaling_tag=scaling_tag, names=names)
         log.info(report.summary())
         return report
 
@@ -76,7 +78,7 @@ def serve_scaling(
     first = run_once()
     if ensure_automation:
         try:
-            ensure_halt_automation(api_url=url, ledger=ledger, scaling_tag=scaling_tag, names=names)
+            ensure_halt_automation(api_url=url, ledger=store, scaling_tag=scaling_tag, names=names)
         except Exception as exc:  # noqa: BLE001 - best effort by design; the gate is the guarantee
             log.warning("halt automation not set up: %s", short_error(exc))
     stop = threading.Event()

@@ -18,17 +18,31 @@ from sqlalchemy import Connection, delete, insert, select, update
 from tasks.ledger import schema
 from tasks.ledger.chain import Event, canonical
 from tasks.ledger.errors import ClaimConflict, HaltConflict, InvalidEvent
+from tasks.ledger.events import (
+    DeterminationRecorded,
+    EvaluationClaimed,
+    EvaluationCompleted,
+    EvaluationFailed,
+    EvaluationReleased,
+    HaltLifted,
+    HaltOpened,
+    LedgerEventModel,
+)
+
+# A handler gets the stored event and its payload's model (tasks/ledger/events.py), already validated.
+Handler = Callable[[Connection, Event, LedgerEventModel], None]
+ClaimEvent = EvaluationClaimed | EvaluationCompleted | EvaluationReleased | EvaluationFailed
 
 
 def epoch(ts: str) -> float:
     return dt.datetime.fromisoformat(ts).timestamp()
 
 
-def _str_field(event: Event, name: str, *, optional: bool = False) -> str | None:
-    value = event.payload.get(name)
+def _non_empty(event: Event, name: str, value: str | None, *, optional: bool = False) -> str | None:
+    """The models say a field is a string; the projections also need it not to be empty."""
     if value is None and optional:
         return None
-    if not isinstance(value, str) or not value:
+    if not value:
         raise InvalidEvent(
             f"{event.kind} event for {event.subject!r}: payload[{name!r}] must be a non-empty string, "
             f"got {value!r:.80}"
@@ -36,34 +50,23 @@ def _str_field(event: Event, name: str, *, optional: bool = False) -> str | None
     return value
 
 
-def _determination(conn: Connection, event: Event) -> None:
-    checkpoint = event.payload.get("checkpoint")
-    run_id: str | None = None
-    step: int | None = None
-    if checkpoint is not None:
-        if not isinstance(checkpoint, dict):
-            raise InvalidEvent(
-                f"determination.recorded for {event.subject!r}: payload['checkpoint'] must be an object"
-            )
-        run_id, step = checkpoint.get("run_id"), checkpoint.get("step")
-        if run_id is not None and not isinstance(run_id, str):
-            raise InvalidEvent(
-                f"determination.recorded for {event.subject!r}: checkpoint.run_id must be a string"
-            )
-        if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
-            raise InvalidEvent(
-                f"determination.recorded for {event.subject!r}: checkpoint.step must be an integer"
-            )
-    assessment = event.payload.get("assessment")
-    if assessment is not None and not isinstance(assessment, str):
-        raise InvalidEvent(f"determination.recorded for {event.subject!r}: assessment must be a string")
+def _determination(conn: Connection, event: Event, typed: LedgerEventModel) -> None:
+    # The model has checked the shape: checkpoint an object, run_id a string, step an integer.
+    assert isinstance(typed, DeterminationRecorded)
+    checkpoint = typed.checkpoint
     conn.execute(
-        insert(schema.determinations).values(seq=event.seq, run_id=run_id, step=step, assessment=assessment)
+        insert(schema.determinations).values(
+            seq=event.seq,
+            run_id=None if checkpoint is None else checkpoint.run_id,
+            step=None if checkpoint is None else checkpoint.step,
+            assessment=typed.assessment,
+        )
     )
 
 
-def _halt_id(event: Event) -> str:
-    halt_id = _str_field(event, "halt_id")
+def _halt_id(event: Event, typed: LedgerEventModel) -> str:
+    assert isinstance(typed, HaltOpened | HaltLifted)
+    halt_id = _non_empty(event, "halt_id", typed.halt_id)
     assert halt_id is not None
     if event.subject != halt_id:
         # Keeps events(subject=halt_id) the full history of a halt.
@@ -73,9 +76,10 @@ def _halt_id(event: Event) -> str:
     return halt_id
 
 
-def _halt_opened(conn: Connection, event: Event) -> None:
-    halt_id = _halt_id(event)
-    cause_key = _str_field(event, "cause_key", optional=True)
+def _halt_opened(conn: Connection, event: Event, typed: LedgerEventModel) -> None:
+    assert isinstance(typed, HaltOpened)
+    halt_id = _halt_id(event, typed)
+    cause_key = _non_empty(event, "cause_key", typed.cause_key, optional=True)
     h = schema.halts
     existing = conn.execute(select(h.c.opened_seq).where(h.c.halt_id == halt_id)).first()
     if existing is not None:
@@ -91,8 +95,8 @@ def _halt_opened(conn: Connection, event: Event) -> None:
     )
 
 
-def _halt_lifted(conn: Connection, event: Event) -> None:
-    halt_id = _halt_id(event)
+def _halt_lifted(conn: Connection, event: Event, typed: LedgerEventModel) -> None:
+    halt_id = _halt_id(event, typed)
     h = schema.halts
     row = conn.execute(select(h.c.lifted_seq).where(h.c.halt_id == halt_id)).first()
     if row is None:
@@ -102,28 +106,27 @@ def _halt_lifted(conn: Connection, event: Event) -> None:
     conn.execute(update(h).where(h.c.halt_id == halt_id).values(lifted_seq=event.seq))
 
 
-def _claim_key(event: Event) -> tuple[str, str]:
-    key, owner = _str_field(event, "key"), _str_field(event, "owner")
+def _claim_key(event: Event, typed: ClaimEvent) -> tuple[str, str]:
+    key, owner = _non_empty(event, "key", typed.key), _non_empty(event, "owner", typed.owner)
     assert key is not None and owner is not None
     if event.subject != key:
         raise InvalidEvent(f"{event.kind} event: subject {event.subject!r} must equal payload['key'] {key!r}")
     return key, owner
 
 
-def _claimed(conn: Connection, event: Event) -> None:
-    key, owner = _claim_key(event)
-    attempt = event.payload.get("attempt")
-    expires_at = event.payload.get("lease_expires_at")
-    if not isinstance(attempt, int) or attempt < 1 or not isinstance(expires_at, str):
+def _claimed(conn: Connection, event: Event, typed: LedgerEventModel) -> None:
+    assert isinstance(typed, EvaluationClaimed)
+    key, owner = _claim_key(event, typed)
+    if typed.attempt < 1:
         raise InvalidEvent(f"evaluation.claimed for {key!r}: needs attempt (int >= 1) and lease_expires_at")
     c = schema.claims
     row = conn.execute(select(c).where(c.c.key == key)).first()
     values: dict[str, Any] = {
         "owner": owner,
         "state": "claimed",
-        "attempts": attempt,
+        "attempts": typed.attempt,
         "claimed_at": event.ts,
-        "lease_expires": epoch(expires_at),
+        "lease_expires": epoch(typed.lease_expires_at),
         "finished_seq": None,
         "outcome": None,
     }
@@ -138,15 +141,20 @@ def _claimed(conn: Connection, event: Event) -> None:
     conn.execute(update(c).where(c.c.key == key).values(**values))
 
 
-def _finished(state: str) -> Callable[[Connection, Event], None]:
-    def apply(conn: Connection, event: Event) -> None:
-        key, owner = _claim_key(event)
+def _finished(state: str) -> Handler:
+    def apply(conn: Connection, event: Event, typed: LedgerEventModel) -> None:
+        assert isinstance(typed, EvaluationCompleted | EvaluationReleased | EvaluationFailed)
+        key, owner = _claim_key(event, typed)
         c = schema.claims
         row = conn.execute(select(c.c.owner, c.c.state).where(c.c.key == key)).first()
         if row is None or row.state != "claimed" or row.owner != owner:
             held = "no claim" if row is None else f"{row.state} by {row.owner!r}"
             raise ClaimConflict(f"{owner!r} cannot mark {key!r} {state}: it is {held}")
-        detail = event.payload.get("outcome") if state == "completed" else event.payload.get("error")
+        detail: Any = None  # completed: the outcome; failed: the error; released: nothing
+        if isinstance(typed, EvaluationCompleted):
+            detail = typed.outcome
+        elif isinstance(typed, EvaluationFailed):
+            detail = typed.error
         conn.execute(
             update(c)
             .where(c.c.key == key)
@@ -157,22 +165,23 @@ def _finished(state: str) -> Callable[[Connection, Event], None]:
 
     return apply
 
-
-HANDLERS: dict[str, Callable[[Connection, Event], None]] = {
-    "determination.recorded": _determination,
-    "halt.opened": _halt_opened,
-    "halt.lifted": _halt_lifted,
-    "evaluation.claimed": _claimed,
-    "evaluation.completed": _finished("completed"),
-    "evaluation.released": _finished("released"),
-    "evaluation.failed": _finished("failed"),
+HANDLERS: dict[str, Handler] = {
+    DeterminationRecorded.KIND: _determination,
+    HaltOpened.KIND: _halt_opened,
+    HaltLifted.KIND: _halt_lifted,
+    EvaluationClaimed.KIND: _claimed,
+    EvaluationCompleted.KIND: _finished("completed"),
+    EvaluationReleased.KIND: _finished("released"),
+    EvaluationFailed.KIND: _finished("failed"),
 }
 
 
-def project(conn: Connection, event: Event) -> None:
+def project(conn: Connection, event: Event, typed: LedgerEventModel | None = None) -> None:
+    """Apply `event` to the projection tables. `typed` is its model when the appender already
+    parsed it (saves a second validation); a replay parses it here."""
     handler = HANDLERS.get(event.kind)
     if handler is not None:
-        handler(conn, event)
+        handler(conn, event, typed if typed is not None else event.typed())
 
 
 def clear(conn: Connection) -> None:

@@ -19,6 +19,7 @@ from tasks.ledger import schema
 from tasks.ledger.chain import Event
 from tasks.ledger.engine import read_tx, write_tx
 from tasks.ledger.errors import InvalidEvent
+from tasks.ledger.events import HaltLifted, HaltOpened, LedgerEventModel, parse_event
 
 
 def row_event(row: Any) -> Event:
@@ -40,6 +41,20 @@ class Halt:
     @property
     def is_open(self) -> bool:
         return self.status == "open"
+
+    def record(self) -> HaltOpened:
+        """The halt.opened payload, typed (InvalidEvent if it does not fit the model)."""
+        typed = parse_event(HaltOpened.KIND, self.payload, self.halt_id)
+        assert isinstance(typed, HaltOpened)
+        return typed
+
+    def lift(self) -> HaltLifted | None:
+        """The halt.lifted payload, typed; None while the halt is open."""
+        if self.lift_payload is None:
+            return None
+        typed = parse_event(HaltLifted.KIND, self.lift_payload, self.halt_id)
+        assert isinstance(typed, HaltLifted)
+        return typed
 
 
 class QueriesMixin:
@@ -155,8 +170,11 @@ class QueriesMixin:
         """Record halt.opened unless its cause_key already opened a halt: (halt, created).
 
         The check and the append share one locked transaction, so two processes halting for
-        the same cause get one halt between them."""
-        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else dict(payload)
+        the same cause get one halt between them. `payload` is a HaltOpened, or its dict."""
+        if isinstance(payload, LedgerEventModel):
+            data = payload.to_payload()
+        else:
+            data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else dict(payload)
         halt_id, cause_key = data.get("halt_id"), data.get("cause_key")
         if not isinstance(halt_id, str) or not halt_id:
             raise InvalidEvent(
@@ -167,7 +185,8 @@ class QueriesMixin:
                 existing = self._halts(conn, schema.halts.c.cause_key == cause_key)
                 if existing:
                     return existing[0], False
-            self._append_in(conn, "halt.opened", halt_id, data)
+            # A model goes in as given: the append refuses one of another kind.
+            self._append_in(conn, HaltOpened.KIND, halt_id, payload if isinstance(payload, LedgerEventModel) else data)
             return self._halts(conn, schema.halts.c.halt_id == halt_id)[0], True
 
 

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from tasks.ledger import Ledger
 
 log = safe_logger("rsp.notify")
-SENT = "notification.sent"
-FAILED = "notification.failed"
 
 
 @dataclass
@@ -71,11 +69,9 @@ class _Broken(Notifier):
 class Dispatcher:
     def __init__(self, *, ledger: Ledger | None = None, settings: Any = None, config: NotifyConfig | None = None,
                  notifiers: list[Notifier] | None = None, outbox: Outbox | None = None) -> None:
-        if ledger is None:
-            from tasks.ledger import Ledger
+        from tasks.ledger import ledger_or_configured
 
-            ledger = Ledger()
-        self.ledger = ledger
+        self.ledger = ledger_or_configured(ledger)
         self.config = config or NotifyConfig.from_settings(settings)
         self._notifiers = notifiers
         self._outbox = outbox
@@ -117,10 +113,15 @@ class Dispatcher:
     # -- ledger lookups ---------------------------------------------------------------------
 
     def sent_payloads(self, halt_id: str) -> dict[str, dict[str, Any]]:
-        return {str(e.payload.get("key")): e.payload for e in self.ledger.events(kind=SENT, subject=halt_id)}
+        from tasks.ledger.events import NotificationSent
+
+        events = self.ledger.events(kind=NotificationSent.KIND, subject=halt_id)
+        return {str(e.payload.get("key")): e.payload for e in events}
 
     def parent_ref(self, halt_id: str, channel: str) -> dict[str, Any] | None:
-        sent = self.sent_payloads(halt_id).get(f"{halt_id}|halt.opened|{channel}")
+        from tasks.ledger.events import HaltOpened
+
+        sent = self.sent_payloads(halt_id).get(f"{halt_id}|{HaltOpened.KIND}|{channel}")
         return None if sent is None else sent.get("ref")
 
     # -- sending ----------------------------------------------------------------------------
@@ -144,8 +145,10 @@ class Dispatcher:
             if row is not None and row.state == "sent" and row.ref is not None:
                 return self._record_sent(notifier.name, n, key, row.ref)  # delivered before a crash: record it
             return ChannelResult(notifier.name, key, "busy" if row and row.state == "sending" else "skipped")
+        from tasks.ledger.events import HaltOpened, NotificationFailed
+
         parent = None
-        if notifier.threads and n.event != "halt.opened":
+        if notifier.threads and n.event != HaltOpened.KIND:
             parent = self.parent_ref(n.halt_id, notifier.name)
         try:
             ref = notifier.send(n, parent)
@@ -153,11 +156,11 @@ class Dispatcher:
             error = redact(str(exc) if isinstance(exc, NotifyError) else f"{type(exc).__name__}: {exc}")[:500]
             row = self.outbox.mark_failed(key, error, self.config.retry_base_s)
             attempts = row.attempts if row else 1
-            self.ledger.append(FAILED, n.halt_id, {
-                "halt_id": n.halt_id, "key": key, "event": n.event, "event_key": n.event_key,
-                "channel": notifier.name, "error": error, "attempts": attempts,
-                "next_attempt_at": row.next_attempt_at if row else None,
-            })
+            self.ledger.record(NotificationFailed(
+                halt_id=n.halt_id, key=key, event=n.event, event_key=n.event_key,
+                channel=notifier.name, error=error, attempts=attempts,
+                next_attempt_at=row.next_attempt_at if row else None,
+            ), n.halt_id)
             log.warning("notification %s failed (attempt %d), kept in the outbox for retry: %s", key, attempts, error)
             return ChannelResult(notifier.name, key, "failed", error=error)
         self.outbox.mark_sent(key, ref)
@@ -166,14 +169,19 @@ class Dispatcher:
     def _record_sent(self, channel: str, n: Notification, key: str, ref: dict[str, Any]) -> ChannelResult:
         payload: dict[str, Any] = {"halt_id": n.halt_id, "key": key, "event": n.event, "event_key": n.event_key,
                                    "channel": channel, "ref": ref}
-        if n.event == "halt.opened":
+        from tasks.ledger.events import HaltOpened, NotificationSent
+
+        if n.event == HaltOpened.KIND:
             payload["links"] = n.facts.get("links") or {}
-        self.ledger.append(SENT, n.halt_id, payload)
+
+        self.ledger.record(NotificationSent.from_payload(payload), n.halt_id)
         self.outbox.mark_recorded(key)
         return ChannelResult(channel, key, "sent", ref=ref)
 
     def retry_pending(self, *, force: bool = False) -> list[ChannelResult]:
         """Deliver every outbox entry that is due (all of them with `force`); returns what happened."""
+        from tasks.ledger.events import HaltOpened
+
         results: list[ChannelResult] = []
         sent_cache: dict[str, dict[str, dict[str, Any]]] = {}
         for row in self.outbox.pending(force=force):
@@ -189,7 +197,7 @@ class Dispatcher:
             notifier = self.notifier(row.channel) or _Broken(row.channel, f"channel {row.channel!r} is no longer "
                                                                           "configured in RSP_NOTIFY")
             results.append(self._deliver(notifier, n, row.key, force=True))
-            if results[-1].status == "sent" and n.event == "halt.opened":
+            if results[-1].status == "sent" and n.event == HaltOpened.KIND:
                 sent_cache.pop(row.halt_id, None)  # later rows of this halt can now thread under it
         return results
 
@@ -199,6 +207,7 @@ class Dispatcher:
         threading = [n for n in self.notifiers if n.threads]
         if not threading:
             return
+        from tasks.ledger.events import HaltOpened
         from tasks.notify import messages
 
         halt = self.ledger.halt(halt_id)
@@ -206,7 +215,7 @@ class Dispatcher:
             return
         sent = self.sent_payloads(halt_id)
         for notifier in threading:
-            entry = sent.get(f"{halt_id}|halt.opened|{notifier.name}")
+            entry = sent.get(f"{halt_id}|{HaltOpened.KIND}|{notifier.name}")
             if not entry or not entry.get("ref"):
                 continue
             link = (entry.get("links") or {}).get("flow_run")
@@ -252,11 +261,12 @@ def notify_halt_opened(halt: Mapping[str, Any], apply_report: Mapping[str, Any] 
         record = d.ledger.halt(halt_id)
         if record is None:
             raise KeyError(f"no halt {halt_id!r} in ledger {d.ledger.url}")
+        from tasks.ledger.events import HaltOpened
         from tasks.notify import messages
 
         link = flow_run_link or _current_flow_run_link(d.config.ui_url)
         opened = d.send(messages.opened(d.ledger, record, apply_report=apply_report, flow_run_link=link))
-        out: dict[str, Any] = {"halt.opened": opened.to_dict()}
+        out: dict[str, Any] = {HaltOpened.KIND: opened.to_dict()}
         if apply_report is not None:
             out["apply"] = d.send(messages.applied(halt_id, apply_report)).to_dict()
         return out

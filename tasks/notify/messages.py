@@ -22,25 +22,6 @@ def _obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def determination_of(ledger: Ledger, payload: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The determination.recorded payload that caused a halt, if the halt points at one."""
-    why = payload.get("why")
-    det = why.get("determination") if isinstance(why, Mapping) else None
-    if not isinstance(det, Mapping):
-        return None
-    seq = det.get("seq")
-    if isinstance(seq, int):
-        event = ledger.event(seq)
-        if event is not None and event.kind == "determination.recorded":
-            return event.payload
-    subject = det.get("subject")
-    if isinstance(subject, str) and subject:
-        found = ledger.events(kind="determination.recorded", subject=subject)
-        if found:
-            return found[-1].payload
-    return None
-
-
 def thresholds_crossed(determination: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Gating thresholds that are crossed or undetermined (fail closed: undetermined counts),
     each with the measure that decided it: value, interval, threshold."""
@@ -72,7 +53,7 @@ def safeguards_missing(payload: Mapping[str, Any], determination: Mapping[str, A
 
 
 def _scope(payload: Mapping[str, Any]) -> str:
-    from tasks.enforcement.records import scope_of
+    from policy.halts import scope_of
 
     scope = scope_of(payload)
     runs = "every scaling run" if scope.all_runs else "runs " + ", ".join(scope.runs)
@@ -90,12 +71,14 @@ def _enforcement(apply_report: Mapping[str, Any] | None) -> str | None:
 
 
 def _last_apply(ledger: Ledger, halt_id: str) -> dict[str, Any] | None:
-    events = [e for e in ledger.events(subject=halt_id) if e.kind in ("halt.applied", "halt.apply_failed")]
+    from tasks.ledger.events import HaltApplied, HaltApplyFailed
+
+    events = [e for e in ledger.events(subject=halt_id) if e.kind in (HaltApplied.KIND, HaltApplyFailed.KIND)]
     if not events:
         return None
     last = events[-1]
     p = dict(last.payload)
-    return {"applied": last.kind == "halt.applied", "paused": p.get("paused") or [],
+    return {"applied": last.kind == HaltApplied.KIND, "paused": p.get("paused") or [],
             "already_paused": p.get("already_paused") or [], "cancelled": p.get("cancelled") or [],
             "error": p.get("error")}
 
@@ -125,7 +108,9 @@ def status_line(ledger: Ledger, halt: Halt) -> tuple[str, bool]:
 
 def opened(ledger: Ledger, halt: Halt, *, apply_report: Mapping[str, Any] | None = None,
            flow_run_link: str | None = None, with_status: bool = False) -> Notification:
-    from tasks.enforcement.records import describe_cause, describe_lift
+    from policy.halts import describe_cause, describe_lift
+    from tasks.enforcement.halts import determination_of
+    from tasks.ledger.events import HaltOpened
 
     payload = halt.payload
     det = determination_of(ledger, payload)
@@ -173,7 +158,7 @@ def opened(ledger: Ledger, halt: Halt, *, apply_report: Mapping[str, Any] | None
         lines.append(f"Flow run: {flow_run_link}")
     lines.append(f"Approve: rsp approve {halt.halt_id} --as PERSON --justification TEXT (or the Slack buttons)")
     title = f"Scaling HALTED{f' ({level} required)' if level else ''}: {halt.halt_id}"
-    return Notification(halt_id=halt.halt_id, event="halt.opened", event_key="halt.opened", title=title,
+    return Notification(halt_id=halt.halt_id, event=HaltOpened.KIND, event_key=HaltOpened.KIND, title=title,
                         text="\n".join(lines), facts=facts, actions=actions, severity="critical")
 
 
@@ -182,8 +167,10 @@ def _fmt_flop(value: Any) -> str:
 
 
 def applied(halt_id: str, apply_report: Mapping[str, Any]) -> Notification:
+    from tasks.ledger.events import HaltApplied, HaltApplyFailed
+
     ok = bool(apply_report.get("applied"))
-    event = "halt.applied" if ok else "halt.apply_failed"
+    event = HaltApplied.KIND if ok else HaltApplyFailed.KIND
     text = _enforcement(apply_report) or ""
     if ok and apply_report.get("paused"):
         text += "\nPaused: " + ", ".join(str(p.get("name") if isinstance(p, Mapping) else p)
@@ -195,6 +182,8 @@ def applied(halt_id: str, apply_report: Mapping[str, Any]) -> Notification:
 
 def vote_recorded(halt_id: str, seq: int, vote: Mapping[str, Any], tally: Mapping[str, Any] | None,
                   required_safeguards: Sequence[str] = ()) -> Notification:
+    from tasks.ledger.events import VoteRecorded
+
     verb = "approved" if vote.get("decision") == "approve" else "rejected"
     dup = " (again; counts once)" if vote.get("duplicate") else ""
     text = (f"{vote.get('person')} ({', '.join(vote.get('roles') or [])}) {verb} via {vote.get('channel')}{dup}: "
@@ -211,37 +200,43 @@ def vote_recorded(halt_id: str, seq: int, vote: Mapping[str, Any], tally: Mappin
                 text += f", including {' and '.join(tally['missing_roles'])}"
     if required_safeguards:
         text += f"\nSafeguards that must verify before lifting: {', '.join(required_safeguards)}"
-    return Notification(halt_id=halt_id, event="vote.recorded", event_key=f"vote.recorded:{seq}",
+    return Notification(halt_id=halt_id, event=VoteRecorded.KIND, event_key=f"{VoteRecorded.KIND}:{seq}",
                         title=f"Vote on {halt_id}: {vote.get('person')} {verb}", text=text,
                         facts={"vote": dict(vote), "tally": dict(tally or {})},
                         severity="warning" if verb == "rejected" else "info")
 
 
 def lift_refused(halt_id: str, seq: int, payload: Mapping[str, Any]) -> Notification:
+    from tasks.ledger.events import HaltLiftRefused
+
     missing = payload.get("missing") or []
     lines = [f"{payload.get('reason')}"]
     for m in missing:
         lines.append(f"- {m.get('id')} ({m.get('state')}): {m.get('evidence')}")
-    return Notification(halt_id=halt_id, event="halt.lift_refused", event_key=f"halt.lift_refused:{seq}",
+    return Notification(halt_id=halt_id, event=HaltLiftRefused.KIND, event_key=f"{HaltLiftRefused.KIND}:{seq}",
                         title=f"Halt {halt_id} NOT lifted", text="\n".join(lines), facts=dict(payload),
                         severity="warning")
 
 
 def lifted(halt_id: str, payload: Mapping[str, Any], resumed: Sequence[str] = ()) -> Notification:
+    from tasks.ledger.events import HaltLifted
+
     verified = ", ".join(payload.get("verification", {}).keys()) or "none required"
     text = (f"Approved by {', '.join(payload.get('approvers') or [])} (round {payload.get('round')}); "
             f"safeguards verified: {verified}. The scaling gate is open again.")
     if resumed:
         text += f"\nDeployments resumed: {', '.join(resumed)}"
-    return Notification(halt_id=halt_id, event="halt.lifted", event_key="halt.lifted",
+    return Notification(halt_id=halt_id, event=HaltLifted.KIND, event_key=HaltLifted.KIND,
                         title=f"Halt {halt_id} LIFTED", text=text,
                         facts={"approvers": list(payload.get("approvers") or []), "resumed": list(resumed)},
                         severity="info")
 
 
 def wait_timed_out(halt_id: str, seq: int, payload: Mapping[str, Any]) -> Notification:
+    from tasks.ledger.events import ApprovalWaitTimedOut
+
     return Notification(
-        halt_id=halt_id, event="approval.wait_timed_out", event_key=f"approval.wait_timed_out:{seq}",
+        halt_id=halt_id, event=ApprovalWaitTimedOut.KIND, event_key=f"{ApprovalWaitTimedOut.KIND}:{seq}",
         title=f"Prefect UI approval wait for {halt_id} timed out",
         text=(f"Flow run {payload.get('flow_run_id')} waited {payload.get('waited_s')} s for approvals. "
               "A timeout never approves: the halt stays until the ledger holds a quorum and verified safeguards."),
@@ -250,7 +245,6 @@ def wait_timed_out(halt_id: str, seq: int, payload: Mapping[str, Any]) -> Notifi
 
 __all__ = [
     "applied",
-    "determination_of",
     "lift_refused",
     "lifted",
     "opened",

@@ -192,6 +192,7 @@ SERVE_SCRIPT = textwrap.dedent(
     cfg = json.loads(os.environ["RSP_TEST_SERVE_CONFIG"])
     from flows.train_demo import scaling_deployment
     from tasks.enforcement import serve_scaling
+    from tasks.ledger import Ledger
 
     deployments = [
         scaling_deployment(d["name"], parameters=d.get("parameters") or {}, scaling_tag=cfg["scaling_tag"])
@@ -204,7 +205,7 @@ SERVE_SCRIPT = textwrap.dedent(
     serve_scaling(
         *deployments,
         reconcile_every=cfg["reconcile_every"],
-        ledger_url=cfg["ledger_url"],
+        ledger=Ledger(cfg["ledger_url"]),
         scaling_tag=cfg["scaling_tag"],
         ensure_automation=cfg["automation"],
         on_ready=ready,

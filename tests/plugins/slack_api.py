@@ -291,8 +291,8 @@ def approval_world(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pyte
                    ) -> Iterator[ApprovalWorld]:
     """Needs no Slack; if the test also uses `slack_api`, notifications go there too."""
     from policy.loading import parse_policy
-    from tasks.settings import get_settings
     from tasks.ledger import Ledger
+    from tasks.settings import get_settings
 
     home = tmp_path / "rsp-home"
     home.mkdir()
