@@ -15,11 +15,16 @@ has two layers:
    bootstrap seed) the change is treated as loosening: in a safety gate an
    unflagged loosening costs more than a needless review.
 
+A role renamed consistently is one change of kind "renamed", not a removal and an
+addition in every approver rule and attester list (see `_role_renames` for what
+"consistently" means). Everything else is then compared in the new role names.
+
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from typing import Any, Literal, NamedTuple
 from policy.identity import canonical_data
 from policy.schema import Policy
 
-ChangeKind = Literal["added", "removed", "changed"]
+ChangeKind = Literal["added", "removed", "changed", "renamed"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class Change:
     measures by `benchmark:metric` when that is unique in both policies, entries of
     id lists by the id itself (`levels[ASL-3].requires[secure-weights]`), and by
     index otherwise. A path that ends at a list (`levels`) is a change of order.
+    A role renamed consistently is one "renamed" change at `roles[<old id>]`, with
+    the old and new ids as its values.
     """
 
     path: str
@@ -51,8 +58,12 @@ class Change:
 
 def diff_policies(old: Policy, new: Policy) -> list[Change]:
     """Every difference between `old` and `new`, ordered by path."""
+    before, after = canonical_data(old), canonical_data(new)
+    renames = _role_renames(before, after)
     differ = _Differ(old, new)
-    differ.walk((), canonical_data(old), canonical_data(new), ())
+    differ.walk((), _with_roles_renamed(before, renames), after, ())
+    for old_id, new_id in renames.items():
+        differ.renamed(old_id, new_id, sorted(_role_uses(before)[old_id]))
     return [change for _, change in sorted(differ.found, key=lambda pair: pair[0])]
 
 
@@ -195,6 +206,16 @@ class _Differ:
         loosens, why = _RULES.get(_pattern(path), _unjudged)(site)
         self.found.append((_sort_key(path), Change(_render(path), kind, old, new, loosens, why)))
 
+    def renamed(self, old_id: str, new_id: str, places: list[str]) -> None:
+        path: Path = (_Seg(False, "roles"), _Seg(True, old_id))
+        where = f"in every place that names it ({', '.join(places)})" if places else "(no rule names it)"
+        why = (
+            f"role {old_id} renamed to {new_id} {where}, and {new_id} is not a role of the old policy: "
+            f"the same rules bind under the new name; the roster must give {new_id} to the people who held "
+            f"{old_id}, and evidence recorded as {old_id} no longer counts"
+        )
+        self.found.append((_sort_key(path), Change(_render(path), "renamed", old_id, new_id, False, why)))
+
 
 def _list_keys(pattern: str, old: list[Any], new: list[Any]) -> tuple[list[Any], list[Any]] | None:
     """How to match entries across the two lists, or None to match by index."""
@@ -230,6 +251,76 @@ def _pair_measures(old_by: dict[str, Any], new_by: dict[str, Any]) -> dict[str, 
         for b in sorted(gone.keys() & came.keys())
         if len(gone[b]) == 1 and len(came[b]) == 1
     }
+
+
+# --------------------------------------------------------------------------- role renames
+
+
+def _role_uses(data: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Each role id -> the places that name it: every spot the schema lets a policy name a role.
+
+    A role reference added to the schema must be added here too; until it is, a rename
+    still shows up there as a removal and an addition, so nothing is hidden, only noisier.
+    """
+    uses: dict[str, set[str]] = {role["id"]: set() for role in data["roles"]}
+    for sg in data["safeguards"]:
+        if sg["verification"]["method"] == "attestation":
+            for role in sg["verification"]["roles"]:
+                uses.setdefault(role, set()).add(f"safeguards[{sg['id']}].verification.roles")
+    for field in ("roles", "must_include"):
+        for role in data["approvals"][field]:
+            uses.setdefault(role, set()).add(f"approvals.{field}")
+    return {role: frozenset(places) for role, places in uses.items()}
+
+
+def _role_renames(old: dict[str, Any], new: dict[str, Any]) -> dict[str, str]:
+    """Old role id -> new role id, for each role renamed consistently.
+
+    Who holds a role is the roster's business, keyed by role id, so a role's powers are
+    the places that name it. A rename from A to B is consistent, and changes no powers,
+    only when all of these hold:
+
+    - A is a role of the old policy and not of the new one; B is a role of the new policy
+      and not of the old one. Renaming onto a role that exists (a merge), swapping two
+      ids, or shifting ids along a chain would hand one role's powers to the holders of
+      another, so none of them is a rename.
+    - B is named in exactly the places A was: every safeguard A could attest and only
+      those, approver roles if and only if A was one, must_include if and only if A was
+      in it. A place left behind, dropped or added on the way is not a rename.
+    - No other role that left has the same places, and no other new role: otherwise two
+      roles could be folded into one (or one split in two) and called a rename.
+
+    Anything that fails a condition is reported entry by entry, as without this rule.
+    """
+    old_uses, new_uses = _role_uses(old), _role_uses(new)
+    gone = sorted(set(old_uses) - set(new_uses))
+    came = sorted(set(new_uses) - set(old_uses))
+    renames: dict[str, str] = {}
+    for old_id in gone:
+        same_gone = [r for r in gone if old_uses[r] == old_uses[old_id]]
+        same_came = [r for r in came if new_uses[r] == old_uses[old_id]]
+        if len(same_gone) == 1 and len(same_came) == 1:
+            renames[old_id] = same_came[0]
+    return renames
+
+
+def _with_roles_renamed(data: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """`data` with each renamed role id replaced in every place `_role_uses` reads."""
+    if not renames:
+        return data
+
+    def swap(ids: list[str]) -> list[str]:
+        return [renames.get(r, r) for r in ids]
+
+    out = copy.deepcopy(data)
+    for role in out["roles"]:
+        role["id"] = renames.get(role["id"], role["id"])
+    for sg in out["safeguards"]:
+        if sg["verification"]["method"] == "attestation":
+            sg["verification"]["roles"] = swap(sg["verification"]["roles"])
+    for field in ("roles", "must_include"):
+        out["approvals"][field] = swap(out["approvals"][field])
+    return out
 
 
 # --------------------------------------------------------------------------- rules
@@ -481,9 +572,15 @@ def _verification(site: _Site) -> Verdict:
             f"verification changed from an automated check to a human attestation: weaker evidence{age}",
         )
     if methods == ("attestation", "automated"):
+        # Whatever the check, no person in an accountable role vouches for the safeguard any more, and
+        # how strong the check is cannot be read from the policy: the reverse is flagged, so is this.
         return (
-            older,
-            f"verification changed from a human attestation to the automated check {new.get('check')}{age}",
+            True,
+            (
+                f"verification changed from a human attestation to the automated check {new.get('check')}: "
+                "no accountable person vouches for the safeguard any more, and the check's strength cannot "
+                f"be judged from the policy{age}"
+            ),
         )
     return _uncomparable("verification", site)
 

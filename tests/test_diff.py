@@ -446,6 +446,8 @@ LOOSENING: list[tuple[str, list[Edit], str, str, str | None]] = [
 ]
 
 REVERSED_KIND = {"added": "removed", "removed": "added", "changed": "changed"}
+# Loosening whichever way they run: no method of verification is stronger from the policy alone.
+LOOSENS_BOTH_WAYS = {"automated to attestation"}
 
 
 @pytest.mark.parametrize(
@@ -458,12 +460,24 @@ def test_loosening_is_flagged(edits: list[Edit], path: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("edits", "path", "kind"), [pytest.param(e, r or p, k, id=n) for n, e, p, k, r in LOOSENING]
+    ("edits", "path", "kind"),
+    [pytest.param(e, r or p, k, id=n) for n, e, p, k, r in LOOSENING if n not in LOOSENS_BOTH_WAYS],
 )
 def test_the_opposite_change_tightens(edits: list[Edit], path: str, kind: str) -> None:
     # Running each loosening diff backwards is its tightening counterpart.
     change = at(diff_policies(edited(*edits), BASE), path)
     assert (change.kind, change.loosens) == (REVERSED_KIND[kind], False)
+    assert change.why
+
+
+@pytest.mark.parametrize(
+    ("edits", "path", "kind"),
+    [pytest.param(e, r or p, k, id=n) for n, e, p, k, r in LOOSENING if n in LOOSENS_BOTH_WAYS],
+)
+def test_the_opposite_change_also_loosens(edits: list[Edit], path: str, kind: str) -> None:
+    # Attestation -> automated used to read as not loosening; it is as unjudgeable as the reverse.
+    change = at(diff_policies(edited(*edits), BASE), path)
+    assert (change.kind, change.loosens) == (REVERSED_KIND[kind], True)
     assert change.why
 
 
@@ -560,6 +574,191 @@ def test_attestation_to_automated_with_older_evidence_loosens() -> None:
     )
     change = at(diff_policies(BASE, new), "safeguards[hardened-security].verification")
     assert change.loosens is True and "60 days" in change.why
+
+
+@pytest.mark.parametrize(
+    ("new_verification", "path"),
+    [
+        pytest.param(
+            {"method": "automated", "check": "hsm-audit", "max_age_days": 7},
+            "safeguards[hardened-security].verification",
+            id="attestation to automated, fresher evidence",
+        ),
+        pytest.param(
+            {"method": "automated", "check": "hsm-audit", "max_age_days": 30},
+            "safeguards[hardened-security].verification",
+            id="attestation to automated, same evidence age",
+        ),
+    ],
+)
+def test_attestation_to_automated_loosens_whatever_the_evidence_age(
+    new_verification: dict[str, Any], path: str
+) -> None:
+    # No accountable person vouches any more; a check's strength cannot be judged from the policy.
+    new = edited(lambda d: safeguard(d, "hardened-security").__setitem__("verification", new_verification))
+    change = at(diff_policies(BASE, new), path)
+    assert (change.kind, change.loosens) == ("changed", True)
+    assert "human attestation" in change.why and "hsm-audit" in change.why
+
+
+def test_every_verification_method_switch_loosens() -> None:
+    # Attestation -> automated, automated -> attestation, and one check for another are all flagged.
+    to_check = edited(
+        lambda d: safeguard(d, "hardened-security").__setitem__(
+            "verification", {"method": "automated", "check": "hsm-audit", "max_age_days": 7}
+        )
+    )
+    path = "safeguards[hardened-security].verification"
+    assert at(diff_policies(BASE, to_check), path).loosens is True
+    assert at(diff_policies(to_check, BASE), path).loosens is True
+    other_check = edited(lambda d: safeguard(d, "baseline-security")["verification"].__setitem__("check", "x"))
+    assert at(diff_policies(BASE, other_check), "safeguards[baseline-security].verification.check").loosens
+
+
+def rename_role(old: str, new: str, *, name: str | None = None) -> Edit:
+    """Rename a role id in every place the schema lets a policy name a role."""
+
+    def swap(ids: list[str]) -> list[str]:
+        return [new if r == old else r for r in ids]
+
+    def edit(data: dict[str, Any]) -> None:
+        for role in data["roles"]:
+            if role["id"] == old:
+                role["id"] = new
+                role["name"] = name or role["name"]
+        for sg in data["safeguards"]:
+            if sg["verification"]["method"] == "attestation":
+                sg["verification"]["roles"] = swap(sg["verification"]["roles"])
+        data["approvals"]["roles"] = swap(data["approvals"]["roles"])
+        data["approvals"]["must_include"] = swap(data["approvals"]["must_include"])
+
+    return edit
+
+
+def test_consistent_role_rename_is_a_rename_not_loosening() -> None:
+    new = edited(rename_role("rso", "cro", name="Chief Risk Officer"))
+    changes = diff_policies(BASE, new)
+    assert [(c.path, c.kind, c.old, c.new, c.loosens) for c in changes] == [
+        ("roles[cro].name", "changed", "Responsible Scaling Officer", "Chief Risk Officer", False),
+        ("roles[rso]", "renamed", "rso", "cro", False),
+    ]
+    why = at(changes, "roles[rso]").why
+    for place in ("approvals.roles", "approvals.must_include", "safeguards[board-review].verification.roles"):
+        assert place in why
+    assert "roster" in why and "\n" not in why
+    back = diff_policies(new, BASE)
+    assert [(c.path, c.kind, c.old, c.new, c.loosens) for c in back] == [
+        ("roles[cro]", "renamed", "cro", "rso", False),
+        ("roles[rso].name", "changed", "Chief Risk Officer", "Responsible Scaling Officer", False),
+    ]
+    assert "LOOSENS" not in summarize(changes)
+
+
+def test_rename_does_not_hide_other_changes() -> None:
+    # Reordering, repeating, and unrelated loosening edits are still listed, in the new names.
+    new = edited(
+        rename_role("rso", "cro"),
+        lambda d: d["approvals"]["roles"].reverse(),
+        setter("approvals", "quorum", value=1),
+    )
+    changes = diff_policies(BASE, new)
+    assert at(changes, "roles[rso]").kind == "renamed"
+    assert at(changes, "approvals.quorum").loosens is True
+    order = at(changes, "approvals.roles")
+    assert (order.old, order.new, order.loosens) == (["cro", "ceo", "board"], ["board", "ceo", "cro"], False)
+
+
+def _quieter_board(d: dict[str, Any]) -> None:
+    # A base where ceo and board have the same uses (approver roles only), for the merge case.
+    safeguard(d, "board-review")["verification"]["roles"] = ["rso"]
+
+
+NOT_RENAMES: list[tuple[str, list[Edit], str, Policy]] = [
+    (
+        "renamed onto an existing role: two roles merged",
+        [
+            drop_item("roles", "rso"),
+            rename_role("rso", "ceo"),
+            lambda d: d["approvals"].__setitem__("roles", ["ceo", "board"]),
+        ],
+        "safeguards[board-review].verification.roles[ceo]",
+        BASE,
+    ),
+    (
+        "two roles swapped",
+        [rename_role("rso", "tmp"), rename_role("board", "rso"), rename_role("tmp", "board")],
+        "approvals.must_include[rso]",
+        BASE,
+    ),
+    (
+        "renamed along a chain (rso -> board, board -> trustees)",
+        [
+            rename_role("board", "trustees"),
+            rename_role("rso", "board"),
+        ],
+        "approvals.must_include[rso]",
+        BASE,
+    ),
+    (
+        "a reference left behind on the old role",
+        [
+            rename_role("rso", "cro"),
+            append_to(lambda d: d["roles"], {"id": "rso", "name": "Responsible Scaling Officer"}),
+            lambda d: safeguard(d, "board-review")["verification"].__setitem__("roles", ["board", "rso"]),
+        ],
+        "approvals.roles[cro]",
+        BASE,
+    ),
+    (
+        "a use dropped on the way",
+        [
+            rename_role("rso", "cro"),
+            lambda d: safeguard(d, "board-review")["verification"].__setitem__("roles", ["board"]),
+        ],
+        "approvals.roles[cro]",
+        BASE,
+    ),
+    (
+        "a use added on the way",
+        [
+            rename_role("rso", "cro"),
+            lambda d: safeguard(d, "hardened-security")["verification"]["roles"].append("cro"),
+        ],
+        "safeguards[hardened-security].verification.roles[cro]",
+        BASE,
+    ),
+    (
+        "one role split into two new roles with the same uses",
+        [
+            rename_role("rso", "cro"),
+            append_to(lambda d: d["roles"], {"id": "cso", "name": "Chief Safety Officer"}),
+            append_to(lambda d: d["approvals"]["roles"], "cso"),
+            append_to(lambda d: d["approvals"]["must_include"], "cso"),
+            append_to(lambda d: safeguard(d, "board-review")["verification"]["roles"], "cso"),
+        ],
+        "safeguards[board-review].verification.roles[cro]",
+        BASE,
+    ),
+    (
+        "two roles with the same uses folded into one new role",
+        [
+            drop_item("roles", "ceo"),
+            rename_role("board", "execs"),
+            lambda d: d["approvals"].__setitem__("roles", ["rso", "execs"]),
+        ],
+        "approvals.roles[execs]",
+        edited(_quieter_board),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edits", "path", "base"), [pytest.param(e, p, b, id=n) for n, e, p, b in NOT_RENAMES]
+)
+def test_inconsistent_role_rename_is_not_a_rename(edits: list[Edit], path: str, base: Policy) -> None:
+    changes = diff_policies(base, edited(*edits, base=base))
+    assert not [c for c in changes if c.kind == "renamed"], summarize(changes)
+    assert at(changes, path).loosens is True
 
 
 def test_levels_reordered_loosens() -> None:
