@@ -149,6 +149,25 @@ class SampleTable:
     def without_benchmark(self, benchmark_id: str) -> SampleTable:
         return self.select(self.benchmark != benchmark_id)
 
+    def with_errors_scored(self, score: float) -> SampleTable:
+        """The same rows with every errored attempt given `score` and its error cleared.
+
+        What the rule-out test reads (policy.conformance): an attempt that errored might
+        have succeeded, so the bound that rules a threshold out counts it at its worst.
+        """
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"score {score} is outside [0, 1]")
+        failed = np.isnan(self.score)
+        if not failed.any():
+            return self
+        return SampleTable(self.benchmark, self.version, self.sample_id, self.attempt,
+                           np.where(failed, score, self.score), np.where(failed, "", self.error))
+
+    def attempts_per_question(self) -> tuple[np.ndarray, np.ndarray]:
+        """(question ids, attempts recorded for each): every row is an attempt, errored or not."""
+        ids, counts = np.unique(self.sample_id, return_counts=True)
+        return ids, counts
+
     def concat(self, other: SampleTable) -> SampleTable:
         table = SampleTable(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in ROW_FIELDS))
         table.check_unique()

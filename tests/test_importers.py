@@ -15,8 +15,9 @@ from tasks.benchmarks import CheckpointInfo, RunnerError, run_benchmark
 from tasks.benchmarks.importers import score_to_float, table_from_inspect_log, table_from_lm_eval_samples
 
 
-def bench(bid: str, runner: dict[str, Any] | None = None, *, attempts: int = 1) -> Benchmark:
-    return Benchmark(id=bid, name=bid, version="2", domain="cbrn", description="test benchmark",
+def bench(bid: str, runner: dict[str, Any] | None = None, *, attempts: int = 1, version: str = "1") -> Benchmark:
+    # The proxy tasks declare version "1" (their dataset version), as the shipped policies do.
+    return Benchmark(id=bid, name=bid, version=version, domain="cbrn", description="test benchmark",
                      attempts=attempts, chance_score=0.25, runner=runner)
 
 
@@ -48,8 +49,8 @@ def _json_log(folder: Path) -> Path:
 def test_inspect_eval_and_json_logs_import_to_identical_rows(inspect_logs: dict[str, Any]) -> None:
     ran = rows(inspect_logs["ran_eval"])
     assert len(ran) == 30 and any(r["error"] for r in ran)  # error rows survive the round trip
-    from_eval = table_from_inspect_log(inspect_logs["eval"], "wmdp-bio-proxy", "2")
-    from_json = table_from_inspect_log(inspect_logs["json"], "wmdp-bio-proxy", "2")
+    from_eval = table_from_inspect_log(inspect_logs["eval"], "wmdp-bio-proxy", "1")
+    from_json = table_from_inspect_log(inspect_logs["json"], "wmdp-bio-proxy", "1")
     assert rows(from_eval) == ran
     assert rows(from_json) == ran
     assert rows(inspect_logs["ran_json"]) == ran  # the format changes nothing
@@ -79,6 +80,18 @@ def test_inspect_log_runner_type_with_placeholders_and_directories(inspect_logs:
                       log_dir=root / "x")
 
 
+def test_a_log_of_another_task_version_is_refused_not_relabelled(inspect_logs: dict[str, Any]) -> None:
+    # The proxy task declares version "1"; a policy that declares "2" asked for another benchmark.
+    assert set(table_from_inspect_log(inspect_logs["eval"], "wmdp-bio-proxy", "2").version.tolist()) == {"1"}
+    v2 = bench("wmdp-bio-proxy", {"type": "inspect-log", "path": str(inspect_logs["eval"])}, version="2")
+    with pytest.raises(RunnerError, match="rows of version.s. 1, the policy expects 2"):
+        run_benchmark(CKPT, v2, log_dir=inspect_logs["root"] / "x")
+    # Running the task under that policy is refused the same way.
+    with pytest.raises(RunnerError, match="rows of version.s. 1, the policy expects 2"):
+        run_benchmark(CKPT, bench("wmdp-bio-proxy", attempts=2, version="2"), log_dir=inspect_logs["root"] / "v2",
+                      limit=3)
+
+
 def test_a_failed_inspect_log_is_not_imported(tmp_path: Path) -> None:
     from inspect_ai import eval as inspect_eval
 
@@ -90,6 +103,33 @@ def test_a_failed_inspect_log_is_not_imported(tmp_path: Path) -> None:
     assert log.status == "error"
     with pytest.raises(RunnerError, match="status 'error'"):
         table_from_inspect_log(log.location, "wmdp-chem-proxy")
+
+
+@pytest.mark.parametrize("limit_kind,log_format", [("message", "eval"), ("token", "json")])
+def test_samples_that_hit_an_inspect_limit_are_errors_not_zeros(tmp_path: Path, limit_kind: str,
+                                                                 log_format: str) -> None:
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.log import read_eval_log_sample_summaries
+
+    from tasks.benchmarks.proxies import proxy_task
+
+    # A real log written by Inspect, every sample stopped by a tiny limit. Inspect still scores
+    # each one (as wrong): that score measures the limit, not the model.
+    limits = {"message_limit": 1} if limit_kind == "message" else {"token_limit": 1}
+    [log] = inspect_eval(proxy_task("wmdp-chem-proxy"), model="rsp-sim/limited", limit=4, epochs=2,
+                         display="none", model_args={"benchmark": "wmdp-chem-proxy", "effective_compute": 1e29},
+                         log_dir=str(tmp_path), log_format=log_format, **limits)  # type: ignore[arg-type]
+    assert log.status == "success"
+    summaries = read_eval_log_sample_summaries(log.location)
+    assert len(summaries) == 8 and all(s.limit == limit_kind and s.scores and not s.error for s in summaries)
+
+    table = table_from_inspect_log(log.location, "wmdp-chem-proxy", "1")
+    assert len(table) == 8 and np.isnan(table.score).all()
+    assert all(e.startswith(f"hit Inspect's {limit_kind} limit") for e in table.error.tolist())
+    # The same through the importer runner type.
+    imported = run_benchmark(CKPT, bench("wmdp-chem-proxy", {"type": "inspect-log", "path": str(tmp_path)}),
+                             log_dir=tmp_path / "x")
+    assert rows(imported) == rows(table)
 
 
 # --------------------------------------------------------------------------- lm-eval

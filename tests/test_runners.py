@@ -237,6 +237,45 @@ def test_operator_named_task_file_and_passthrough_model(tmp_path: Path) -> None:
         run_benchmark(ckpt(), bench("wmdp-bio-proxy", runner={"type": "inspect", "taks": "x"}), log_dir=tmp_path)
 
 
+def test_samples_stopped_by_the_time_limit_are_error_rows(tmp_path: Path) -> None:
+    # Samples 2 and 5 stall past the benchmark's 1 s time limit; Inspect scores them (as wrong),
+    # but a stopped attempt measured nothing, so its row is an error, not a zero.
+    task_file = tmp_path / "slow_eval.py"
+    task_file.write_text(textwrap.dedent("""
+        import asyncio
+
+        from inspect_ai import Task, task
+        from inspect_ai.dataset import MemoryDataset, Sample
+        from inspect_ai.scorer import match
+        from inspect_ai.solver import chain, generate, solver
+
+        @solver
+        def stall(slow: str):
+            async def solve(state, generate):
+                if str(state.sample_id) in slow.split(","):
+                    await asyncio.sleep(60)
+                return state
+            return solve
+
+        @task
+        def slow_arith(slow: str = ""):
+            return Task(dataset=MemoryDataset([Sample(id=i, input=f"{i} + {i} = ?", target=str(2 * i))
+                                               for i in range(1, 7)]),
+                        solver=chain(stall(slow), generate()), scorer=match(numeric=True))
+    """))
+    b = bench("slow-bench", attempts=2, timeout_s=1.0,
+              runner={"type": "inspect", "task": f"{task_file}@slow_arith", "task_args.slow": "2,5"})
+    started = time.monotonic()
+    table = run_benchmark(ckpt(1e29), b, log_dir=tmp_path / "logs")
+    assert time.monotonic() - started < 30
+    assert len(table) == 12
+    stopped = {(r[0], r[1]) for r in key_rows(table) if r[3] is not None}
+    assert stopped == {("2", 0), ("2", 1), ("5", 0), ("5", 1)}
+    assert all(r[2] is None and str(r[3]).startswith("hit Inspect's time limit") for r in key_rows(table)
+               if r[0] in ("2", "5"))
+    assert all(r[2] is not None for r in key_rows(table) if r[0] not in ("2", "5"))
+
+
 def test_unloadable_model_fails_the_benchmark(tmp_path: Path) -> None:
     bad = CheckpointInfo("run-a", 1, 1e24, "", {"kind": "huggingface", "path": str(tmp_path / "absent")})
     with pytest.raises(RunnerError, match="does not exist"):

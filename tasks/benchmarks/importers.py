@@ -9,9 +9,14 @@ Runner types registered here:
 ({run_id}, {step}, {digest}, {benchmark}). A directory means: the newest matching log in it.
 
 Inspect logs are read with Inspect's own reader (`inspect_ai.log`): the header for
-status and scorer names, the per-sample summaries for (id, epoch, scores, error).
+status and scorer names, the per-sample summaries for (id, epoch, scores, error, limit).
 The Inspect runner reads its own logs back with the same function, so an import of
-a log it wrote gives identical rows. attempt = epoch - 1.
+a log it wrote gives identical rows. attempt = epoch - 1. Rows carry the task's own
+version when the task declares one (`Task(version=...)`), else the policy's, so a
+log of another version is refused (`check_rows`), never relabelled. A sample that
+errored, was invalidated, or hit any of Inspect's limits (time, working, token,
+message, cost, context, operator, custom) is an error row (score null), never the
+score Inspect gave it.
 
 lm-evaluation-harness `--log_samples` files hold one JSON object per (document,
 filter): doc_id, doc, target, arguments, resps, filtered_resps, filter, metrics
@@ -108,6 +113,11 @@ def table_from_inspect_log(path: str | Path, benchmark_id: str, version: str = "
     if scorer is not None and score_names and scorer not in score_names:
         raise RunnerError(f"{where}: no scorer '{scorer}' (has {', '.join(score_names)})")
     chosen = scorer or (score_names[0] if score_names else None)
+    # A task that declares its version (Inspect's default is 0) labels its rows with it, so rows from
+    # another version than the policy declares are caught (check_rows, the engine), never relabelled.
+    logged = header.eval.task_version
+    if str(logged) not in ("0", ""):
+        version = str(logged)
 
     invalid: dict[tuple[str, int], str] = {}
     if header.invalidated:
@@ -125,6 +135,11 @@ def table_from_inspect_log(path: str | Path, benchmark_id: str, version: str = "
             row.update(score=None, error=f"invalidated: {reason}")
         elif s.error:
             row.update(score=None, error=str(s.error) or "sample errored")
+        elif s.limit:
+            # Inspect scores a sample that a limit stopped (usually as wrong); that score measures the
+            # limit, not the model, so the attempt is an error, never a zero (see README, "Fail closed").
+            row.update(score=None, error=f"hit Inspect's {s.limit} limit"
+                                         + (f": {s.limit_reason}" if s.limit_reason else ""))
         elif not s.scores:
             row.update(score=None, error="no score recorded" + ("" if s.completed else " (sample incomplete)"))
         else:

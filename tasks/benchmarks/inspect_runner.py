@@ -14,6 +14,9 @@ everything that changes the answer (task, task args, model, model args, epochs,
 limit). A re-run after a crash reuses the completed log and finishes a partial one
 instead of starting over. Epochs = `benchmark.attempts`; each sample's time limit
 is `benchmark.timeout_s` (the caller bounds the whole run, e.g. a Prefect task timeout).
+A sample stopped by that limit, or by any limit the task sets (message, token, working
+time...), is read back as an error row, never as the score Inspect gave the stopped
+sample (`importers.table_from_inspect_log`), so a limit counts as an error, not a zero.
 
 `log_realtime` (Inspect's sample buffer, which is what lets a crashed run be
 recovered sample by sample) is on for real models and off for simulated ones, where
