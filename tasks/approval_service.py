@@ -8,12 +8,16 @@ record of a refused vote by a verified Slack user):
 
     413  body over the limit (64 KiB; checked before reading it all)
     401  missing / malformed / stale (over 5 minutes) timestamp, or a signature that does not
-         verify (slack-sdk SignatureVerifier over the raw body). Not written to the ledger:
-         an unauthenticated caller must not be able to fill the audit log.
+         verify (HMAC-SHA256 over the raw body bytes, as Slack signs them; never decoded first,
+         so a body that is not UTF-8 is refused as unsigned or as malformed, never with a 500).
+         Not written to the ledger: an unauthenticated caller must not be able to fill the
+         audit log.
     409  replay: this (timestamp, signature) was accepted before (remembered in a table that
          survives restarts)
     400  not a form with a `payload` field holding a block_actions JSON object with one of our
-         actions (rsp_approve / rsp_reject) and a user id
+         actions (rsp_approve / rsp_reject) and a user id: a body that is not UTF-8, not
+         form-encoded, whose payload is not JSON (or nests too deeply, or holds text that is
+         not Unicode, such as a lone surrogate escape) is one of these
     403  the Slack user maps to nobody on the roster, or to someone without an approver role
          (recorded as vote.refused)
     404  no such halt (recorded) · 409 halt already lifted, or the round was rejected (recorded)
@@ -27,6 +31,8 @@ comes from RSP_SLACK_SIGNING_SECRET only and is never logged.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import queue
@@ -100,19 +106,56 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_block_actions(body: bytes) -> tuple[str, str, str, dict[str, Any]]:
-    """(slack user id, decision, halt id, payload) from an interactivity POST. Raises ValueError."""
+MAX_TIMESTAMP_DIGITS = 12  # Unix seconds until the year 33658; more is not a timestamp
+
+
+def parse_timestamp(value: str) -> int | None:
+    """X-Slack-Request-Timestamp as an int, or None: ASCII digits only (int() would also take
+    spaces, `_`, a sign or non-ASCII digits), and short enough to subtract from a float."""
+    if not value or len(value) > MAX_TIMESTAMP_DIGITS or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def signature_matches(secret: str, body: bytes, timestamp: str, signature: str) -> bool:
+    """Slack's v0 signature over the RAW body bytes: `v0=` + HMAC-SHA256(secret, b"v0:<ts>:" + body).
+
+    slack-sdk's verifier decodes the body as UTF-8 first and raises on anything else, and
+    `hmac.compare_digest` raises on a non-ASCII str; both would be a 500 for an unsigned
+    caller. Here any undecodable input simply does not match."""
     try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, max_num_fields=20)
+        given = signature.encode("ascii")
+        base = b"v0:" + timestamp.encode("ascii") + b":" + body
+    except UnicodeEncodeError:
+        return False
+    expected = b"v0=" + hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest().encode("ascii")
+    return hmac.compare_digest(expected, given)
+
+
+def parse_block_actions(body: bytes) -> tuple[str, str, str, dict[str, Any]]:
+    """(slack user id, decision, halt id, payload) from an interactivity POST. Raises ValueError
+    for anything that is not one well-formed block_actions click, however it is malformed."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"body is not UTF-8 (byte {exc.start})") from None
+    try:
+        form = parse_qs(text, keep_blank_values=True, strict_parsing=True, max_num_fields=20, errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"body is not a URL-encoded form: {exc}") from None
+        raise ValueError(f"body is not a URL-encoded form: {str(exc)[:200]}") from None
     raw = form.get("payload")
     if not raw or len(raw) != 1:
         raise ValueError("form field 'payload' is missing (or given twice)")
     try:
         payload = json.loads(raw[0])
+        # A lone surrogate escape (`"\\ud800"`) parses but cannot be written anywhere as UTF-8.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("form field 'payload' nests too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError("form field 'payload' holds text that is not valid Unicode") from None
     except ValueError as exc:
-        raise ValueError(f"form field 'payload' is not JSON: {exc}") from None
+        raise ValueError(f"form field 'payload' is not JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise ValueError("payload must be a JSON object")  # noqa: TRY004 - every malformed request is one 400
     if payload.get("type") != "block_actions":
@@ -147,7 +190,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             return cfg.clock()
 
     verifier = SignatureVerifier(secret, clock=_Clock())  # type: ignore[arg-type]
-    del secret  # only the verifier holds it from here on
+    del secret  # only the verifier holds it from here on (checked over raw bytes: `signature_matches`)
     ledger = ledger_or_configured(cfg.ledger)
     roster = RosterCache(cfg.approvals.roster_path)
     seen = SeenRequests(cfg.approvals.state_url, window_s=cfg.approvals.replay_window_s, clock=cfg.clock)
@@ -241,14 +284,13 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         sig = request.headers.get("x-slack-signature")
         if not ts or not sig:
             return _error(401, "unsigned", "X-Slack-Request-Timestamp and X-Slack-Signature are required")
-        try:
-            ts_value = int(ts)
-        except ValueError:
-            return _error(401, "bad_timestamp", "X-Slack-Request-Timestamp is not an integer")
+        ts_value = parse_timestamp(ts)
+        if ts_value is None:
+            return _error(401, "bad_timestamp", "X-Slack-Request-Timestamp is not a Unix time in seconds")
         if abs(cfg.clock() - ts_value) > window:
             log.warning("refused a Slack request with a stale timestamp (%s s off)", int(cfg.clock() - ts_value))
             return _error(401, "stale", f"timestamp is more than {window} s from now")
-        if not verifier.is_valid(body=body, timestamp=ts, signature=sig):
+        if not signature_matches(verifier.signing_secret, body, ts, sig):
             log.warning("refused a Slack request whose signature does not verify")
             return _error(401, "bad_signature", "signature does not verify")
         if not await run_in_threadpool(seen.remember, ts, sig):
@@ -286,4 +328,4 @@ def serve(host: str = "127.0.0.1", port: int = 8080, config: ServiceConfig | Non
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
 
 
-__all__ = ["ServiceConfig", "create_app", "parse_block_actions", "serve"]
+__all__ = ["ServiceConfig", "create_app", "parse_block_actions", "parse_timestamp", "serve", "signature_matches"]

@@ -232,3 +232,71 @@ def test_full_loop_with_safeguard_missing_is_refused(
     assert w.ledger.halt(halt.halt_id).is_open
     assert paused(dep) and not ScalingGate(ledger=w.ledger).is_open("run-a")
     wait_for(lambda: any("NOT lifted" in (p.get("text") or "") for p in slack_api.posts()), 10, what="refusal reply")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_undecodable_bodies_are_400_when_signed_401_when_not_and_never_a_500(approval_world: ApprovalWorld) -> None:
+    """Non-UTF-8 bytes, bad form encoding, a payload that is not JSON (or nests too deeply, or
+    holds a lone surrogate), a timestamp or signature header that is not ASCII: a refusal, with
+    no traceback in any log, and nothing written to the ledger."""
+    from urllib.parse import quote
+
+    w = approval_world
+    halt = w.open_halt()
+    click_payload = block_actions_body("U0BOB00001", "rsp_approve", halt.halt_id)
+    surrogate = b"payload=" + quote('{"type": "block_actions", "user": {"id": "\\ud800"}, "actions": '
+                                    '[{"action_id": "rsp_approve", "value": "' + halt.halt_id + '"}]}').encode()
+    bodies = {
+        "raw non-UTF-8": b"payload=\xff\xfe\x00{",
+        "latin-1 text": "payload=caf\xe9".encode("latin-1"),
+        "lone continuation bytes": b"\x80\x81\x82",
+        "truncated UTF-8 in a valid click": click_payload[:-1] + b"\xe2\x82",
+        "percent-encoded non-UTF-8": b"payload=%ff%fe",
+        "not a form": b"payload&&==&",
+        "not JSON": b"payload=%7B%22type%22%3A",
+        "JSON nested too deeply": b"payload=" + b"[" * 60_000,
+        "lone surrogate in JSON": surrogate,
+    }
+    errors = _Records()
+    loggers = [logging.getLogger(n) for n in ("uvicorn.error", "uvicorn", "rsp", "")]
+    for lg in loggers:
+        lg.addHandler(errors)
+    head_before = w.ledger.head()
+    try:
+        with running_service() as url:
+            for what, body in bodies.items():
+                signed = click(url, "", "", body=body)
+                assert signed.status_code == 400, (what, signed.status_code, signed.text)
+                assert signed.json()["error"] == "bad_request", what
+                forged = click(url, "", "", body=body, secret="not-the-secret")
+                assert forged.status_code == 401, (what, forged.status_code, forged.text)
+                unsigned = httpx.post(f"{url}/slack/interactions", content=body, timeout=10)
+                assert unsigned.status_code == 401, (what, unsigned.status_code)
+            # Headers Starlette decodes as latin-1: a non-ASCII signature or timestamp, or one that
+            # is not a plain count of seconds (too long to subtract from the clock, signed, with `_`).
+            good = sign(TEST_SIGNING_SECRET, click_payload)
+            odd_headers: list[dict[str, Any]] = [
+                {**good, "X-Slack-Signature": b"v0=\xff" + good["X-Slack-Signature"][3:].encode()},
+                {**good, "X-Slack-Request-Timestamp": b"17\xb2"},
+                sign(TEST_SIGNING_SECRET, click_payload, timestamp=int("9" * 400)),
+                {**good, "X-Slack-Request-Timestamp": f"{good['X-Slack-Request-Timestamp'][:1]}_"
+                                                      f"{good['X-Slack-Request-Timestamp'][1:]}"},
+                {**good, "X-Slack-Request-Timestamp": f"+{good['X-Slack-Request-Timestamp']}"},
+            ]
+            for headers in odd_headers:
+                r = httpx.post(f"{url}/slack/interactions", content=click_payload, headers=headers, timeout=10)
+                assert r.status_code == 401, (headers, r.status_code, r.text)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(errors)
+    assert w.ledger.head() == head_before  # refusals before a verified user leave no record
+    tracebacks = [r.getMessage() for r in errors.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert tracebacks == []

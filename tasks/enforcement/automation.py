@@ -12,13 +12,18 @@ before every step is what really stops a run; this just keeps halted runs from s
 at all in the common case.
 
 One automation per scaling tag, named `rsp-halt-guard[<tag>]`: `ensure_halt_automation`
-creates it (called when serving or setting up deployments); apply and reconcile keep its
-deployment list and enabled flag in line with the open halts, but never create it.
+creates it (called when serving or setting up deployments) and records `halt_guard.installed`
+in the ledger. From then on it is a layer of every halt, and apply and reconcile (`keep_guard`)
+keep it there: its deployment list and enabled flag follow the open halts, and when it is
+found deleted, disabled while covering halted deployments, or with its trigger or action
+changed, they put it back and record `halt_guard.restored`. Where it was never installed
+(the ledger has no `halt_guard.installed` for it) they leave Prefect without one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,6 +78,79 @@ def _related_ids(automation: Any) -> list[str]:
     return sorted(ids)
 
 
+@dataclass
+class GuardSync:
+    """The halt-guard automation after one sync: what was found, what changed, what it is now.
+
+    `found`: "missing" (no such automation), "edited" (its trigger or action is not ours),
+    "disabled" (switched off while it should cover halted deployments), "stale" (its deployment
+    list or enabled flag lags the open halts: normal after a halt opens or lifts), None (agreed).
+    `change`: created | updated | enabled | disabled | None (nothing written) | "absent" (missing
+    and not created)."""
+
+    name: str
+    change: str | None = None
+    found: str | None = None
+    present: bool = False
+    enabled: bool | None = None
+    deployments: list[str] = field(default_factory=list)
+    automation_id: str | None = None
+    installed: bool | None = None  # the ledger records it as installed (None: not asked)
+    restored: bool = False  # put back after being deleted, disabled or edited (recorded)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _deployment_ids(resource_ids: Sequence[str]) -> list[str]:
+    return [r.removeprefix("prefect.deployment.") for r in resource_ids if r != NO_DEPLOYMENT]
+
+
+def sync_guard(
+    client: SyncPrefectClient, scaling_tag: str, halted_deployment_ids: Sequence[str], *, create: bool
+) -> GuardSync:
+    """Bring the automation in line: enabled for exactly these deployments, or disabled when none.
+    Creates it when missing only if `create`."""
+    want = desired_automation(scaling_tag, halted_deployment_ids)
+    wanted_ids = _related_ids(want)
+    result = GuardSync(name=want.name)
+    found = client.read_automations_by_name(want.name)
+    if not found:
+        result.found = "missing"
+        if not create:
+            result.change = "absent"
+            return result
+        result.automation_id = str(client.create_automation(want))
+        result.change, result.present, result.enabled = "created", True, want.enabled
+        result.deployments = _deployment_ids(wanted_ids)
+        return result
+    current = found[0]
+    for extra in found[1:]:
+        client.delete_automation(extra.id)  # two set-ups raced; keep one
+    current_ids = _related_ids(current)
+    same_ids = current_ids == wanted_ids
+    same_rest = ([a.type for a in current.actions] == ["cancel-flow-run"]
+                 and set(getattr(current.trigger, "expect", ())) == set(EVENTS))
+    result.automation_id, result.present = str(current.id), True
+    if not same_rest:
+        result.found = "edited"
+    elif want.enabled and not current.enabled and current_ids != [NO_DEPLOYMENT]:
+        result.found = "disabled"  # we never leave it off while it names halted deployments
+    elif not same_ids or current.enabled != want.enabled:
+        result.found = "stale"
+    result.enabled, result.deployments = want.enabled, _deployment_ids(wanted_ids)
+    if result.found is None:
+        result.enabled, result.deployments = bool(current.enabled), _deployment_ids(current_ids)
+        return result
+    client.update_automation(current.id, want)
+    if not (same_ids and same_rest):
+        result.change = "updated"
+    else:
+        result.change = "enabled" if want.enabled else "disabled"
+    return result
+
+
 def sync_halt_automation(
     client: SyncPrefectClient, scaling_tag: str, halted_deployment_ids: Sequence[str], *, create: bool
 ) -> str | None:
@@ -80,25 +158,60 @@ def sync_halt_automation(
 
     Returns what changed ("created", "updated", "enabled", "disabled"), None when it already
     agreed, or "absent" when it does not exist and `create` is False."""
-    want = desired_automation(scaling_tag, halted_deployment_ids)
-    found = client.read_automations_by_name(want.name)
-    if not found:
-        if not create:
-            return "absent"
-        client.create_automation(want)
-        return "created"
-    current = found[0]
-    for extra in found[1:]:
-        client.delete_automation(extra.id)  # two set-ups raced; keep one
-    same_ids = _related_ids(current) == _related_ids(want)
-    same_rest = ([a.type for a in current.actions] == ["cancel-flow-run"]
-                 and set(getattr(current.trigger, "expect", ())) == set(EVENTS))
-    if same_ids and same_rest and current.enabled == want.enabled:
-        return None
-    client.update_automation(current.id, want)
-    if not (same_ids and same_rest):
-        return "updated"
-    return "enabled" if want.enabled else "disabled"
+    return sync_guard(client, scaling_tag, halted_deployment_ids, create=create).change
+
+
+def guard_installed(store: Ledger, scaling_tag: str) -> bool:
+    """Whether the ledger records this tag's halt-guard automation as installed (one indexed read)."""
+    from tasks.ledger.events import HaltGuardInstalled
+
+    return bool(store.events(kind=HaltGuardInstalled.KIND, subject=automation_name(scaling_tag), limit=1))
+
+
+def _record_installed(store: Ledger, sync: GuardSync, scaling_tag: str, api_url: str | None, by: str) -> bool:
+    from tasks.ledger.events import HaltGuardInstalled
+
+    if not sync.present or guard_installed(store, scaling_tag):
+        return False
+    store.record(HaltGuardInstalled(automation=sync.name, scaling_tag=scaling_tag, api_url=api_url,
+                                    automation_id=sync.automation_id, by=by), sync.name)
+    return True
+
+
+def keep_guard(
+    client: SyncPrefectClient,
+    store: Ledger,
+    scaling_tag: str,
+    halted_deployment_ids: Sequence[str],
+    *,
+    api_url: str | None,
+    halts: Sequence[str] = (),
+    by: str,
+    record: bool = True,
+) -> tuple[GuardSync, list[str]]:
+    """Apply's and reconcile's sync: recreate the automation when the ledger says it was installed
+    (a deleted one comes back), and record what was put back. An automation found in Prefect
+    but not yet on record is recorded as installed (so it is restored from then on).
+    Returns (the sync, the ledger event kinds written)."""
+    from tasks.ledger.events import HaltGuardInstalled, HaltGuardRestored
+
+    installed = guard_installed(store, scaling_tag)
+    sync = sync_guard(client, scaling_tag, halted_deployment_ids, create=installed)
+    sync.installed = installed
+    written: list[str] = []
+    if not record:
+        return sync, written
+    if not installed and _record_installed(store, sync, scaling_tag, api_url, f"{by} (found in Prefect)"):
+        sync.installed = True
+        written.append(HaltGuardInstalled.KIND)
+    if installed and sync.change is not None and sync.found in ("missing", "disabled", "edited"):
+        sync.restored = True
+        store.record(HaltGuardRestored(
+            automation=sync.name, scaling_tag=scaling_tag, api_url=api_url, automation_id=sync.automation_id,
+            found=sync.found, change=sync.change, by=by, halts=list(halts), deployments=sync.deployments,
+        ), sync.name)
+        written.append(HaltGuardRestored.KIND)
+    return sync, written
 
 
 def ensure_halt_automation(
@@ -108,24 +221,39 @@ def ensure_halt_automation(
     scaling_tag: str | None = None,
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Create (or correct) the halt automation for the open halts in the ledger.
+    """Create (or correct) the halt automation for the open halts in the ledger, and record it as
+    installed (`halt_guard.installed`, once), so apply and reconcile restore it from then on.
 
     Call it when serving or deploying scaling flows. Returns {"automation": name, "change":
-    ..., "halted_deployments": [...]}; raises on an unreachable API (callers treat it as best
-    effort). `ledger` None: the configured ledger."""
+    ..., "halted_deployments": [...], "state": {...}}; raises on an unreachable API (callers
+    treat it as best effort). `ledger` None: the configured ledger."""
     from tasks.enforcement.enforce import observe, targets_of
-    from tasks.enforcement.prefect_api import prefect_client
+    from tasks.enforcement.prefect_api import prefect_client, resolve_api_url
     from tasks.enforcement.settings import enforcement_settings
     from tasks.ledger import ledger_or_configured
 
     cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
     store = ledger_or_configured(ledger)
     targets = targets_of(store.halts("open"))
-    with prefect_client(api_url) as client:
+    url = resolve_api_url(api_url)
+    with prefect_client(url) as client:
         observed = observe(client, targets, scaling_tag=cfg.scaling_tag, names=cfg.names, with_flow_names=False)
         halted = observed.halted_deployment_ids()
-        change = sync_halt_automation(client, cfg.scaling_tag, halted, create=True)
-    return {"automation": automation_name(cfg.scaling_tag), "change": change, "halted_deployments": halted}
+        sync = sync_guard(client, cfg.scaling_tag, halted, create=True)
+    _record_installed(store, sync, cfg.scaling_tag, url, "ensure_halt_automation")
+    sync.installed = True
+    return {"automation": automation_name(cfg.scaling_tag), "change": sync.change, "halted_deployments": halted,
+            "state": sync.to_dict()}
 
 
-__all__ = ["EVENTS", "automation_name", "desired_automation", "ensure_halt_automation", "sync_halt_automation"]
+__all__ = [
+    "EVENTS",
+    "GuardSync",
+    "automation_name",
+    "desired_automation",
+    "ensure_halt_automation",
+    "guard_installed",
+    "keep_guard",
+    "sync_guard",
+    "sync_halt_automation",
+]

@@ -9,6 +9,7 @@ an operator names.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
 PAGE = 200  # the server's default and maximum page size
+EVENTS_PAGE = 50  # the events API's maximum page size
 # SCHEDULED/PENDING/RUNNING can still write checkpoints; PAUSED ones would on resume.
 ACTIVE_STATES: tuple[str, ...] = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED")
 CANCELLING_STATE = "CANCELLING"
@@ -131,6 +133,22 @@ class FlowRunInfo:
     run_id: str | None  # the training run it works on (its `run_id` parameter), if any
     auto_scheduled: bool = False
     created_by: dict[str, Any] | None = field(default=None)
+    created: str | None = None  # ISO times, as Prefect reports them
+    end_time: str | None = None
+    state_time: str | None = None  # when it entered its current state
+    state_message: str | None = None
+    parent_task_run_id: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def started_by(self) -> str:
+        """Who or what started it, in the words `scaling.run_blocked` uses (tasks/gate.py)."""
+        return describe_start(self.created_by, self.deployment_id, self.auto_scheduled, self.parent_task_run_id)
+
+    @property
+    def stopped_at(self) -> str | None:
+        """When it ended (cancelled) or, still cancelling, when it started to."""
+        return self.end_time or self.state_time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +158,26 @@ class FlowRunInfo:
             "state": self.state_name or self.state_type,
             "run_id": self.run_id,
         }
+
+
+def describe_start(created_by: dict[str, Any] | None, deployment_id: str | None, auto_scheduled: bool,
+                   parent_task_run_id: str | None = None) -> str:
+    """Who or what started a flow run, from what Prefect records on it (`created_by` is set for
+    runs an automation or a signed-in user created; a self-hosted server leaves it empty for
+    API, CLI and UI runs)."""
+    if auto_scheduled:
+        return "schedule (auto-scheduled run)"
+    if created_by and created_by.get("type"):
+        return f"{str(created_by['type']).lower()}: {created_by.get('display_value') or created_by.get('id')}"
+    if deployment_id:
+        return "deployment run started by hand (UI, API or CLI)"
+    if parent_task_run_id:
+        return "subflow call"
+    return "direct call of the flow function"
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def activities_of(tags: Iterable[str]) -> tuple[str, ...]:
@@ -223,6 +261,7 @@ def _run(r: Any) -> FlowRunInfo:
     run_id = params.get("run_id")
     created_by = r.created_by.model_dump(mode="json") if getattr(r, "created_by", None) else None
     state_type = r.state.type.value if r.state is not None else "UNKNOWN"
+    parent = getattr(r, "parent_task_run_id", None)
     return FlowRunInfo(
         id=str(r.id),
         name=r.name,
@@ -232,6 +271,12 @@ def _run(r: Any) -> FlowRunInfo:
         run_id=run_id if isinstance(run_id, str) else None,
         auto_scheduled=bool(getattr(r, "auto_scheduled", False)),
         created_by=created_by,
+        created=_iso(getattr(r, "created", None)),
+        end_time=_iso(getattr(r, "end_time", None)),
+        state_time=_iso(r.state.timestamp) if r.state is not None else None,
+        state_message=(r.state.message or None) if r.state is not None else None,
+        parent_task_run_id=None if parent is None else str(parent),
+        tags=tuple(getattr(r, "tags", None) or ()),
     )
 
 
@@ -256,6 +301,59 @@ def list_runs(
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(s) for s in states])),
     )
     return [_run(r) for r in _read_all(client.read_flow_runs, flow_run_filter=flt)]
+
+
+def list_stopped_runs(client: SyncPrefectClient, deployment_ids: Sequence[str], since: dt.datetime, *,
+                      cancelling: bool = True) -> list[FlowRunInfo]:
+    """Flow runs of these deployments cancelled at or after `since`, and (unless `cancelling` is
+    False) those still cancelling."""
+    if not deployment_ids:
+        return []
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterEndTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deps = FlowRunFilterDeploymentId(any_=[UUID(i) for i in deployment_ids])
+    cancelled = FlowRunFilter(deployment_id=deps, end_time=FlowRunFilterEndTime(after_=since),
+                              state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])))
+    still = FlowRunFilter(deployment_id=deps,
+                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])))
+    filters = [cancelled, still] if cancelling else [cancelled]
+    found = {str(r.id): _run(r) for flt in filters for r in _read_all(client.read_flow_runs, flow_run_filter=flt)}
+    return sorted(found.values(), key=lambda r: (r.stopped_at or "", r.id))
+
+
+def automation_targets(client: SyncPrefectClient, automation_id: str, since: dt.datetime,
+                       max_pages: int = 20) -> set[str]:
+    """Flow run ids an automation acted on since `since`, from Prefect's own event log
+    (each `prefect.automation.action.triggered` event names its target run). A cancel of a run that had
+    not started leaves no trace on the run itself: the server turns it straight into a plain
+    Cancelled state, so these events are the only record of who stopped it."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+    flt = EventFilter(
+        occurred=EventOccurredFilter(since=since, until=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)),
+        event=EventNameFilter(name=["prefect.automation.action.triggered"]),
+        resource=EventResourceFilter(id=[f"prefect.automation.{automation_id}"]),
+    )
+    page: Any = client.read_events(filter=flt, limit=EVENTS_PAGE)
+    targets: set[str] = set()
+    for _ in range(max_pages):
+        for event in page.events:
+            for rel in event.related:
+                if rel.role == "target" and rel.id.startswith("prefect.flow-run."):
+                    targets.add(rel.id.removeprefix("prefect.flow-run."))
+        if page.next_page is None:
+            break
+        page = client.read_events_page(str(page.next_page))
+    return targets
 
 
 def pause_deployment(client: SyncPrefectClient, deployment_id: str) -> None:
@@ -297,10 +395,13 @@ __all__ = [
     "PrefectUnavailable",
     "ScalingDeployment",
     "activities_of",
+    "automation_targets",
     "cancel_flow_run",
+    "describe_start",
     "is_transient",
     "list_runs",
     "list_scaling_deployments",
+    "list_stopped_runs",
     "pause_deployment",
     "prefect_client",
     "resolve_api_url",

@@ -6,11 +6,23 @@ the Prefect server was down was never applied. So the ledger is read afresh and 
 on every watch tick (`reconcile()`), when a serve process starts (`serve_scaling`), and on
 demand (`rsp halt reconcile`).
 
+First, each pass lifts every `evaluation_overdue` halt whose run has caught up (every checkpoint
+it reported has a determination; tasks/enforcement/overdue.py), so such a halt lifts even when
+its trainer has stopped. No other halt is ever lifted here.
+
+Every layer: besides pausing and cancelling, a pass keeps the halt-guard automation in
+place once it was installed (tasks/enforcement/automation.py `keep_guard`): deleted, disabled
+or edited, it is put back and `halt_guard.restored` is recorded. And every attempt on record:
+runs of halted deployments that were cancelled (by this pass, by the automation, or found
+cancelled while halted) are recorded once each as `scaling.run_cancelled`, with who started
+them (tasks/enforcement/attempts.py).
+
 Idempotent: when Prefect already agrees, a pass makes no Prefect write and appends no
 ledger event. When it corrected drift it appends `halt.reconciled` (per halt, naming what
 it fixed). When Prefect cannot be reached it appends `halt.reconcile_failed` once per
-outage (not on every tick). The time and outcome of the last pass go to a small state
-file outside the ledger (<home>/enforcement/reconcile.json) for `rsp status`.
+outage (not on every tick). The time and outcome of the last pass, with the automation's
+state, go to a small state file outside the ledger (<home>/enforcement/reconcile.json) for
+`rsp status`.
 """
 
 from __future__ import annotations
@@ -21,11 +33,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tasks.storage import write_atomic
 
 if TYPE_CHECKING:
+    from tasks.enforcement.attempts import HaltWindow, StoppedRun
+    from tasks.enforcement.automation import GuardSync
+    from tasks.enforcement.enforce import Enforcement, HaltTarget
+    from tasks.enforcement.settings import EnforcementSettings
     from tasks.ledger import Ledger
 
 DEFAULT_ATTEMPTS = 2
@@ -43,24 +59,42 @@ class ReconcileReport:
     cancelled: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    automation: str | None = None
+    automation: str | None = None  # what the sync changed (created, updated, enabled, ...), "absent" or "error: ..."
+    automation_state: dict[str, Any] | None = None  # GuardSync.to_dict(): present, enabled, restored, ...
+    runs_recorded: list[str] = field(default_factory=list)  # flow runs newly recorded as scaling.run_cancelled
     events: list[str] = field(default_factory=list)  # ledger event kinds written by this pass
     attempts: int = 0
     duration_s: float = 0.0
     ledger: str | None = None
+    lifted: list[str] = field(default_factory=list)  # evaluation_overdue halts lifted: their runs caught up
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
+        extra = self._extras()
         if self.error:
-            return f"reconcile FAILED ({len(self.halts)} open halt(s)): {self.error}"
+            return f"reconcile FAILED ({len(self.halts)} open halt(s)): {self.error}{extra}"
         if not self.halts:
-            return "reconcile: no open halts; nothing to enforce"
+            return f"reconcile: no open halts; nothing to enforce{extra}"
         if self.changed:
             return (f"reconcile: fixed drift for {len(self.halts)} open halt(s): {len(self.paused)} deployment(s) "
-                    f"paused, {len(self.cancelled)} run(s) cancelled")
-        return f"reconcile: Prefect agrees with {len(self.halts)} open halt(s); nothing changed"
+                    f"paused, {len(self.cancelled)} run(s) cancelled{extra}")
+        return f"reconcile: Prefect agrees with {len(self.halts)} open halt(s); nothing changed{extra}"
+
+    def _extras(self) -> str:
+        parts = []
+        guard = self.automation_state
+        if guard and guard.get("restored"):
+            parts.append(f"halt-guard automation RESTORED (was {guard.get('found')}: {guard.get('change')})")
+        elif guard and guard.get("error"):
+            parts.append(f"halt-guard automation: ERROR {guard['error']}")
+        elif guard and guard.get("present"):
+            parts.append("halt-guard automation " + (f"enabled for {len(guard.get('deployments') or [])} "
+                                                     "deployment(s)" if guard.get("enabled") else "disabled"))
+        if self.runs_recorded:
+            parts.append(f"{len(self.runs_recorded)} stopped run(s) of halted deployments recorded")
+        return "".join(f"; {p}" for p in parts)
 
 
 def _now() -> str:
@@ -95,54 +129,56 @@ def reconcile(
     report says `ok=False` with the error (the gate keeps the halt in force meanwhile).
     `ledger` None: the configured ledger."""
     from tasks.enforcement.apply import with_retries
-    from tasks.enforcement.automation import sync_halt_automation
-    from tasks.enforcement.enforce import enforce, targets_of
-    from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
+    from tasks.enforcement.attempts import halt_windows
+    from tasks.enforcement.enforce import targets_of
+    from tasks.enforcement.prefect_api import resolve_api_url, short_error
     from tasks.enforcement.settings import enforcement_settings
     from tasks.ledger import ledger_or_configured
-    from tasks.ledger.events import HaltReconciled, HaltReconcileFailed
+    from tasks.ledger.events import HaltReconciled
 
     started = time.perf_counter()
     store = ledger_or_configured(ledger)
     cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
     path = state_path or cfg.state_path
     previous = read_state(path)
+    lifted = _lift_caught_up(store, api_url, cfg) if record else []  # evaluation_overdue halts only
     open_halts = store.halts("open")
     targets = targets_of(open_halts)
-    report = ReconcileReport(checked_at=_now(), ok=True, halts=[h.halt_id for h in open_halts], ledger=store.url)
+    report = ReconcileReport(checked_at=_now(), ok=True, halts=[h.halt_id for h in open_halts], ledger=store.url,
+                             lifted=lifted)
     try:
         report.api_url = resolve_api_url(api_url)
     except Exception as exc:  # noqa: BLE001
         report.ok, report.error = not targets, short_error(exc)
 
+    windows = halt_windows(store)  # open halts and those lifted lately: whose stopped runs to record
+    stopped: list[StoppedRun] = []
     if report.api_url is not None and not targets:
-        # Nothing to enforce; only switch the automation off if it is still on (best effort).
+        # Nothing to enforce; keep the automation (off) and record runs stopped under a halt lifted lately.
         try:
-            with prefect_client(report.api_url) as client:
-                report.automation = sync_halt_automation(client, cfg.scaling_tag, [], create=False)
+            result = _one_pass(store, cfg, report.api_url, [], windows, record=record)
         except Exception as exc:  # noqa: BLE001 - no halt is open, so a down server changes nothing here
             report.automation = f"error: {short_error(exc)}"
+        else:
+            _note_guard(report, result)
+            stopped = result.stopped
     elif report.api_url is not None:
-        def one_pass() -> Any:
-            with prefect_client(report.api_url) as client:
-                done = enforce(client, targets, scaling_tag=cfg.scaling_tag, names=cfg.names,
-                               message="halted by rsp-gate (reconcile)")
-                try:
-                    automation = sync_halt_automation(
-                        client, cfg.scaling_tag, done.plan.halted_deployment_ids(), create=False
-                    )
-                except Exception as exc:  # noqa: BLE001 - best effort
-                    automation = f"error: {short_error(exc)}"
-                return done, automation
+        url = report.api_url
+
+        def one_pass() -> _Pass:
+            return _one_pass(store, cfg, url, targets, windows, record=record)
 
         try:
-            (done, report.automation), report.attempts = with_retries(one_pass, attempts=attempts, backoff_s=backoff_s)
+            result, report.attempts = with_retries(one_pass, attempts=attempts, backoff_s=backoff_s)
         except Exception as exc:  # noqa: BLE001
             report.attempts = getattr(exc, "attempts", attempts)
             report.ok, report.error = False, f"Prefect API at {report.api_url} failed: {short_error(exc)}"
         else:
+            _note_guard(report, result)
+            stopped, done = result.stopped, result.done
+            assert done is not None  # enforced: there were targets
             report.paused, report.cancelled, report.errors = done.paused, done.cancelled, done.errors
-            report.changed = done.changed
+            report.changed = done.changed or result.guard.restored
             report.ok = done.ok
             if done.errors:
                 report.error = "; ".join(f"{e['what']} {e['name']}: {e['error']}" for e in done.errors)[:500]
@@ -152,7 +188,11 @@ def reconcile(
                     if fixed["paused"] or fixed["cancelled"]:
                         store.record(HaltReconciled(halt_id=h.halt_id, api_url=report.api_url, **fixed), h.halt_id)
                         report.events.append(HaltReconciled.KIND)
+    if record and stopped:
+        _record_stopped(store, report, stopped, windows)
     if record and not report.ok and targets and (previous is None or previous.get("ok", True)):
+        from tasks.ledger.events import HaltReconcileFailed
+
         # Once per outage: a watch tick every minute must not fill the ledger with the same failure.
         for h in open_halts:
             store.record(HaltReconcileFailed(halt_id=h.halt_id, api_url=report.api_url, error=report.error),
@@ -163,9 +203,108 @@ def reconcile(
         "checked_at": report.checked_at, "ok": report.ok, "halts": report.halts, "changed": report.changed,
         "error": report.error, "api_url": report.api_url, "ledger": report.ledger,
         "paused": [p["name"] for p in report.paused], "cancelled": [c["id"] for c in report.cancelled],
-        "duration_s": round(report.duration_s, 4),
+        "duration_s": round(report.duration_s, 4), "automation": report.automation_state,
+        "runs_recorded": report.runs_recorded,
     })
     return report
+
+
+class _Pass(NamedTuple):
+    done: Enforcement | None  # None when no halt is open (nothing enforced)
+    guard: GuardSync
+    guard_events: list[str]  # ledger kinds keep_guard wrote
+    stopped: list[StoppedRun]  # runs stopped while halted, not yet on record
+
+
+def _one_pass(store: Ledger, cfg: EnforcementSettings, url: str, targets: Sequence[HaltTarget],
+              windows: Sequence[HaltWindow], *, record: bool) -> _Pass:
+    """One pass against Prefect: enforce the open halts (when any), keep the halt-guard automation,
+    and find the runs stopped while halted that are not on record yet."""
+    from tasks.enforcement.attempts import (
+        STOPPED_BY_RECONCILE,
+        attribute_to_automation,
+        cancelled_by_enforcement,
+        find_stopped_runs,
+    )
+    from tasks.enforcement.automation import GuardSync, automation_name, keep_guard
+    from tasks.enforcement.enforce import enforce
+    from tasks.enforcement.prefect_api import (
+        CANCELLING_STATE,
+        list_scaling_deployments,
+        prefect_client,
+        short_error,
+    )
+
+    with prefect_client(url) as client:
+        done = None
+        halted: list[str] = []
+        if targets:
+            done = enforce(client, targets, scaling_tag=cfg.scaling_tag, names=cfg.names,
+                           message="halted by rsp-gate (reconcile)")
+            halted = done.plan.halted_deployment_ids()
+        guard_events: list[str] = []
+        try:
+            guard, guard_events = keep_guard(client, store, cfg.scaling_tag, halted, api_url=url,
+                                             halts=[t.halt_id for t in targets], by="reconcile", record=record)
+        except Exception as exc:  # noqa: BLE001 - best effort; the gate is the guarantee
+            guard = GuardSync(name=automation_name(cfg.scaling_tag), error=short_error(exc))
+        stopped: list[StoppedRun] = []
+        if windows:
+            deployments = (done.plan.deployments if done is not None
+                           else list_scaling_deployments(client, cfg.scaling_tag, cfg.names))
+            own = [] if done is None else cancelled_by_enforcement(done.cancelled, done.plan.runs, deployments,
+                                                                    STOPPED_BY_RECONCILE)
+            cancelling = None if done is None else [r for r in done.plan.runs if r.state_type == CANCELLING_STATE]
+            found = find_stopped_runs(client, deployments, windows, cancelling=cancelling,
+                                      skip=[s.run.id for s in own])
+            found = _unrecorded(store, found, windows)
+            if found:
+                found = attribute_to_automation(client, found, guard.automation_id, min(w.opened for w in windows))
+            stopped = own + found
+    return _Pass(done, guard, guard_events, stopped)
+
+
+def _unrecorded(store: Ledger, stopped: list[StoppedRun], windows: Sequence[HaltWindow]) -> list[StoppedRun]:
+    from tasks.enforcement.attempts import on_record
+
+    if not stopped:
+        return stopped
+    known = on_record(store, [s.run.id for s in stopped], after_seq=_after_seq(windows))
+    return [s for s in stopped if s.run.id not in known]
+
+
+def _after_seq(windows: Sequence[HaltWindow]) -> int:
+    # A record concerning a run stopped while one of these halts held was written after it opened.
+    return min((w.opened_seq for w in windows), default=1) - 1
+
+
+def _note_guard(report: ReconcileReport, result: _Pass) -> None:
+    guard = result.guard
+    report.automation = f"error: {guard.error}" if guard.error else guard.change
+    report.automation_state = guard.to_dict()
+    report.events.extend(result.guard_events)
+
+
+def _record_stopped(store: Ledger, report: ReconcileReport, stopped: list[StoppedRun],
+                    windows: Sequence[HaltWindow]) -> None:
+    from tasks.enforcement.attempts import record_stopped_runs
+    from tasks.enforcement.prefect_api import short_error
+    from tasks.ledger.events import ScalingRunCancelled
+
+    try:
+        report.runs_recorded = record_stopped_runs(store, stopped, api_url=report.api_url,
+                                                   after_seq=_after_seq(windows))
+    except Exception as exc:  # noqa: BLE001 - a ledger fault here must not hide the enforcement outcome
+        report.error = report.error or f"recording stopped runs failed: {short_error(exc)}"
+        return
+    report.events.extend(ScalingRunCancelled.KIND for _ in report.runs_recorded)
+
+
+def _lift_caught_up(store: Ledger, api_url: str | None, cfg: EnforcementSettings) -> list[str]:
+    """Lift every evaluation_overdue halt whose run has caught up (tasks/enforcement/overdue.py)."""
+    from tasks.enforcement.overdue import lift_caught_up_halts
+
+    return lift_caught_up_halts(store, api_url=api_url, scaling_tag=cfg.scaling_tag, names=cfg.names)
 
 
 def last_reconcile(state_path: Path | None = None) -> dict[str, Any] | None:
