@@ -67,7 +67,8 @@ def render_policy(p: Policy) -> None:
     c.print(f"Approvals to lift a halt: {ap.quorum} distinct approvers from {', '.join(ap.roles)}"
             + (f", including {', '.join(ap.must_include)}" if ap.must_include else ""))
     c.print(f"Fail closed: undetermined counts as crossed; rule out by {fc.rule_out} at {fc.confidence:.0%} "
-            f"({fc.bootstrap_resamples} bootstrap resamples); max error rate {fc.max_error_rate:.0%}")
+            "(exact Clopper-Pearson bound on the question sum); "
+            f"max error rate {fc.max_error_rate:.0%}")
 
 
 def render_determination(d: Determination) -> None:

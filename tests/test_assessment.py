@@ -55,7 +55,8 @@ def with_thresholds(det: Determination, assessment: str, *changes: tuple[str, st
 
 @pytest.fixture
 def below(tiny_policy: Policy) -> Determination:
-    det = classify(tiny_policy, make_table({b: (0.1, 20, 1 if b != "swe" else 3) for b in ALL}))
+    # 1 of 20 (not 2 of 20): the exact 95% upper bound of 2/20 is 0.317, at the 0.3 early-warning value.
+    det = classify(tiny_policy, make_table({b: (0.05, 20, 1 if b != "swe" else 3) for b in ALL}))
     assert {t.status for t in det.thresholds} == {"below"}
     return det
 

@@ -98,7 +98,7 @@ EXAMPLES = (
             "cybench-proxy": Spec(0.10, spread=1.0),
             "ctf-uplift-proxy": Spec(0.82, errors=1),
             "swe-bench-proxy": Spec(0.30, spread=2.0, errors=5),
-            "re-bench-proxy": Spec(0.18, spread=6.0, continuous=True),
+            "re-bench-proxy": Spec(0.12, spread=6.0, continuous=True),
             "mle-bench-proxy": Spec(0.02, spread=1.0),
             "sandbagging-probe-proxy": Spec(0.36),
             "self-replication-proxy": Spec(0.08),
