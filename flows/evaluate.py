@@ -38,27 +38,30 @@ from policy.assessment import (
 )
 from policy.determination import Assessment, Determination, RunFailure, ThresholdResult
 from policy.engine import apply_safeguard_checks, classify, fail_closed_determination
-from policy.identity import policy_sha256
 from policy.results import SampleTable
 from policy.sandbagging import detect_anomalies
 from policy.schema import Policy
 from tasks.benchmarks.base import CheckpointInfo
-from tasks.checkpoint_uri import checkpoint_info, load_checkpoint
+from tasks.checkpoint_uri import CheckpointHistory, checkpoint_info, evaluation_key, load_checkpoint
 from tasks.evaluation import quality_task, record_determination, verify_safeguards_task, write_run_report_quietly
 from tasks.inputs import read_policy
 from tasks.ledger import Event, Ledger
-from tasks.ledger.events import CheckpointRejected, PolicyUnreadable
+from tasks.ledger.events import (
+    CheckpointChanged,
+    CheckpointDuplicate,
+    CheckpointRejected,
+    ForecastWarning,
+    PolicyUnreadable,
+)
 from tasks.manifest import Checkpoint, ManifestRejected
 from tasks.outcomes import EvaluationOutcome, HaltSummary
 from tasks.report import publish_report
 from tasks.run_folder import run_folder, write_results
 from tasks.settings import get_settings
+from tasks.stores.base import printable_key
 
-
-def evaluation_key(checkpoint_uri: str, policy: Policy) -> str:
-    """Exactly once per (checkpoint, policy): a changed policy re-decides a checkpoint, and its
-    benchmark results come from the cache unless `force`."""
-    return f"{checkpoint_uri}@policy:{policy_sha256(policy)[:16]}"
+__all__ = ["HandedDown", "enforce_checkpoint_changed", "enforce_unreadable_policy", "evaluate", "evaluation_key",
+           "halt_summary", "handing_down", "observe"]
 
 
 @dataclass(frozen=True)
@@ -124,22 +127,24 @@ def evaluate(
     except (ManifestRejected, ValueError) as exc:
         return _reject(ledger, checkpoint_uri, exc)
     pol = _policy(ledger, ckpt, policy, handed)
-    key = evaluation_key(ckpt.uri, pol)
-    owner = claim_owner
-    if owner is None and not force:
-        owner, skipped = _claim(ledger, ckpt, key, settings.claim_lease_s)
-        if skipped is not None:
-            return skipped
-    run = _Evaluation(pol, ckpt, ledger, run_folder(settings.resolved_runs_dir, ckpt.run_id, ckpt.step))
+    # Under watch, the watcher observed the checkpoint and claimed its key before starting us.
+    key = observe(ledger, ckpt, pol, policy, opened_by="evaluate") if claim_owner is None else None
+    owner, skipped = (claim_owner, None) if key is None or force else _claim(ledger, ckpt, key,
+                                                                             settings.claim_lease_s)
+    if skipped is not None:
+        return skipped
+    folder = run_folder(settings.resolved_runs_dir, ckpt.run_id, ckpt.step, ckpt.uri)
+    run = _Evaluation(pol, ckpt, ledger, folder)
     det, scores, stage_error = _determine(run, force=force, task_runner=task_runner, limit=limit)
     event = record_determination(ledger, ckpt.uri, det, run.folder, {"scores": scores, "stage_error": stage_error,
                                                                      "forced": force, "policy_ref": policy})
+    _flag_duplicates(ledger, ckpt)
     halt = _enforce(det, event, policy) if det.decision == "halt" else None
     publish_report(det, run.folder, ledger_seq=event.seq)
     write_run_report_quietly(ledger, settings.resolved_runs_dir, ckpt.run_id)
-    if owner and claim_owner is None:
+    if owner and key is not None:
         ledger.complete(key, owner, {"decision": det.decision, "required_level": det.required_level,
-                                     "determination_seq": event.seq})
+                                     "determination_seq": event.seq, "digest": ckpt.digest})
     return EvaluationOutcome(
         status="evaluated" if stage_error is None else "failed_closed", checkpoint=ckpt.uri, run_id=ckpt.run_id,
         step=ckpt.step, assessment=det.assessment, required_level=det.required_level, decision=det.decision,
@@ -156,9 +161,35 @@ def _checkpoint(checkpoint_uri: str, handed: HandedDown | None) -> Checkpoint:
 
 
 def _reject(ledger: Ledger, checkpoint_uri: str, exc: Exception) -> EvaluationOutcome:
-    ledger.record(CheckpointRejected(uri=checkpoint_uri, reason=str(exc)), checkpoint_uri)
-    get_run_logger().error("checkpoint rejected: %s", exc)
-    return EvaluationOutcome(status="rejected", checkpoint=checkpoint_uri, reason=str(exc))
+    # What was typed may hold anything (control characters, broken UTF-8): record it printable.
+    uri, reason = (t if t.isprintable() else printable_key(t) for t in (checkpoint_uri, str(exc)))
+    ledger.record(CheckpointRejected(uri=uri, reason=reason), uri)
+    get_run_logger().error("checkpoint rejected: %s", reason)
+    return EvaluationOutcome(status="rejected", checkpoint=uri, reason=reason)
+
+
+def observe(ledger: Ledger, ckpt: Checkpoint, pol: Policy, policy_ref: str, *, opened_by: str) -> str:
+    """The evaluation key of the checkpoint's content now. A digest the ledger did not last see at
+    this URI is a changed checkpoint: its run is halted first, then the change recorded
+    (`checkpoint.changed`), and the new content gets a key of its own, so it is evaluated again."""
+    history = CheckpointHistory.read(ledger, ckpt.uri)
+    change = history.change_to(ckpt)
+    if change is not None:
+        enforce_checkpoint_changed(change, policy_ref, opened_by=opened_by)
+        ledger.record(change, ckpt.uri)
+        history = CheckpointHistory.read(ledger, ckpt.uri)
+    return history.evaluation_key(ckpt, pol)
+
+
+def _flag_duplicates(ledger: Ledger, ckpt: Checkpoint) -> None:
+    """Record `checkpoint.duplicate` when checkpoints at other URIs were evaluated for the same run and step."""
+    decided = [d.get("checkpoint") or {} for d in ledger.determinations(ckpt.run_id)]
+    others = sorted({c["uri"] for c in decided if c.get("step") == ckpt.step and c.get("uri") not in (None, ckpt.uri)})
+    if others:
+        get_run_logger().warning("%s: run %s step %d is also claimed by %s", ckpt.uri, ckpt.run_id, ckpt.step,
+                                 ", ".join(others))
+        ledger.record(CheckpointDuplicate(uri=ckpt.uri, run_id=ckpt.run_id, step=ckpt.step, others=others),
+                      ckpt.uri)
 
 
 def _policy(ledger: Ledger, ckpt: Checkpoint, policy_ref: str, handed: HandedDown | None) -> Policy:
@@ -224,8 +255,13 @@ def _assess(run: _Evaluation, info: CheckpointInfo, *, force: bool, task_runner:
     """Run what the cadence asks for and classify; a preliminary result in the early-warning zone
     runs the rest and is classified again as comprehensive, carrying nothing."""
     logger = get_run_logger()
-    plan = plan_assessment(run.policy, run.checkpoint.effective_compute, now, _prior(run))
+    ckpt = run.checkpoint
+    plan = plan_assessment(run.policy, ckpt.effective_compute, now, _prior(run),
+                           history=run.ledger.determinations(ckpt.run_id))
     logger.info("assessment: %s (%s)", plan.depth.assessment, plan.depth.reason)
+    for payload in plan.warning_payloads(ckpt.run_id, ckpt.step):  # forecast to cross before the next comprehensive
+        logger.warning("%s", payload["message"])
+        run.ledger.record(ForecastWarning.from_payload(payload), ckpt.run_id)
     runner = run_benchmarks.with_options(task_runner=make_task_runner(task_runner))
 
     def run_some(ids: list[str]) -> tuple[SampleTable, list[RunFailure]]:
@@ -288,6 +324,15 @@ def halt_summary(out: Any) -> HaltSummary:
     recorded, applied = get(out, "halt"), get(out, "apply") or {}
     return HaltSummary(halt_id=get(recorded, "halt_id"), created=get(recorded, "created"),
                        applied=get(applied, "applied"), apply_error=get(applied, "error"))
+
+
+def enforce_checkpoint_changed(change: CheckpointChanged, policy_ref: str, *, opened_by: str) -> None:
+    """Halt the run whose checkpoint changed after its determination (idempotent per change). The new
+    content is evaluated next; the halt is lifted like any other, by approval."""
+    halt_flow(reason=f"checkpoint {change.uri} changed after its determination ({change.old_digest} -> "
+                     f"{change.new_digest}): the weights were not the ones evaluated",
+              activities=["training", "deployment"], runs=[change.run_id], cause=change.cause,
+              opened_by=opened_by, policy=policy_ref)
 
 
 def enforce_unreadable_policy(where: str, error: str) -> None:

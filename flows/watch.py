@@ -6,6 +6,13 @@ evaluation died is taken again once its lease expires. Checkpoints of one run
 are evaluated in step order (cadence and regression checks compare against the
 run's earlier steps); different runs proceed in parallel, bounded.
 
+Nothing in the store stops a tick: a key or manifest that cannot be accepted is
+recorded once (`checkpoint.rejected`) and skipped. A checkpoint whose digest
+changed since the ledger last saw it halts its run and is evaluated again
+(`flows.evaluate.observe`); full scans find such rewrites, and skip re-reading
+manifests whose listing version is the one last evaluated (a cache under
+<home>/watch/, never the record: lose it and the next full scan reads them all).
+
 The tick builds its ledger and reads its policy once; the evaluate subflows it starts reuse
 them and the checkpoints it loaded (`flows.evaluate.handing_down`).
 """
@@ -27,7 +34,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.evaluate import HandedDown, enforce_unreadable_policy, evaluate, evaluation_key, handing_down
+from flows.evaluate import HandedDown, enforce_unreadable_policy, evaluate, handing_down, observe
+from policy.identity import policy_sha256
 from policy.schema import Policy
 from tasks.inputs import read_policy
 from tasks.ledger import Ledger
@@ -36,7 +44,7 @@ from tasks.manifest import Checkpoint, ManifestRejected
 from tasks.outcomes import EvaluationOutcome, RejectedCheckpoint, WatchSummary
 from tasks.settings import get_settings
 from tasks.storage import write_atomic
-from tasks.stores.base import ScanCursor, from_uri
+from tasks.stores.base import ManifestRef, ScanCursor, from_uri, printable_key
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -69,28 +77,31 @@ def watch(
     st = from_uri(store, settings, create=store is None)
     cursor_file = _cursor_path(settings.home, st.uri)
     scan = st.scan(_load_cursor(cursor_file), full=full_scan)
-    todo_refs = [r for r in scan.refs if not ledger.is_done(evaluation_key(st.uri_for(r.key), pol))]
+    seen = _Seen.load(_cursor_path(settings.home, st.uri, "seen"), policy_sha256(pol)[:16])
+    todo_refs = [r for r in scan.refs if not seen.settled(r, ledger)]
     loaded = st.load_all(todo_refs, max_workers=8)
     newly_rejected = _record_rejections(ledger, loaded.rejected, logger)
-    claims = _claim_all(ledger, loaded.checkpoints, pol, settings.claim_lease_s)
+    claims = _claim_all(ledger, loaded.checkpoints, pol, policy, settings.claim_lease_s)
+    new = len(todo_refs) - claims.settled
     logger.info("%d listed (%s scan), %d new, %d rejected, %d claimed here", len(scan.refs),
-                "full" if scan.full else "incremental", len(todo_refs), len(loaded.rejected), claims.count)
+                "full" if scan.full else "incremental", new, len(loaded.rejected), claims.count)
     with handing_down(HandedDown(ledger=ledger, policy_ref=policy, policy=pol, checkpoints=claims.by_uri())):
         results = _evaluate_claimed(claims, ledger, pol, policy, max_concurrent=max_concurrent,
                                     task_runner=task_runner, limit=limit, logger=logger)
     # The cursor moves only after the tick's work is recorded: a crash re-lists, claims dedupe.
     write_atomic(cursor_file, scan.next_cursor.model_dump_json().encode())
+    seen.save({r.key: r for r in todo_refs}, claims.keys, listed=scan.refs if scan.full else None)
     return WatchSummary(
-        listed=len(scan.refs), full_scan=scan.full, new=len(todo_refs),
-        rejected=[RejectedCheckpoint(key=r.key, reason=r.reason) for r in loaded.rejected],
+        listed=len(scan.refs), full_scan=scan.full, new=new,
+        rejected=[RejectedCheckpoint(key=printable_key(r.key), reason=r.reason) for r in loaded.rejected],
         newly_rejected=newly_rejected, evaluated=results, halted=[r for r in results if r.decision == "halt"],
         # Plain JSON values (dates as text), as the reconcile report has always been returned.
         reconciled=json.loads(json.dumps(reconciled, default=str)),
     )
 
 
-def _cursor_path(home: Path, store_uri: str) -> Path:
-    return Path(home) / "watch" / f"cursor-{hashlib.sha256(store_uri.encode()).hexdigest()[:16]}.json"
+def _cursor_path(home: Path, store_uri: str, name: str = "cursor") -> Path:
+    return Path(home) / "watch" / f"{name}-{hashlib.sha256(store_uri.encode()).hexdigest()[:16]}.json"
 
 
 def _load_cursor(path: Path) -> ScanCursor | None:
@@ -110,11 +121,12 @@ def _read_policy(policy_ref: str, logger: Logger) -> Policy:
 
 
 def _record_rejections(ledger: Ledger, rejected: Iterable[ManifestRejected], logger: Logger) -> int:
-    """Record each rejected manifest once; returns how many were new this tick. Logged every tick."""
+    """Record each rejected key or manifest once (by its printable key: a hostile key may hold control
+    characters or be very long); returns how many were new this tick. Logged every tick."""
     rejected = list(rejected)
-    newly = [r for r in rejected if _reject_once(ledger, r.key, r.reason)]
+    newly = [r for r in rejected if _reject_once(ledger, printable_key(r.key), r.reason)]
     for r in rejected:
-        logger.warning("rejected checkpoint %s: %s", r.key, r.reason)
+        logger.warning("rejected checkpoint %s: %s", printable_key(r.key), r.reason)
     return len(newly)
 
 
@@ -128,10 +140,51 @@ def _reject_once(ledger: Ledger, key: str, reason: str) -> bool:
 
 
 @dataclass
+class _Seen:
+    """Which evaluation key each manifest version was last found under: {key: [version, policy, claim key]}.
+
+    A cache for full scans, never the record: a ref is settled only when its listing version, the
+    policy and a completed claim in the ledger all agree; anything else is read again."""
+
+    path: Path
+    policy: str
+    entries: dict[str, list[str]]
+
+    @classmethod
+    def load(cls, path: Path, policy: str) -> _Seen:
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            entries = {}
+        return cls(path, policy, entries if isinstance(entries, dict) else {})
+
+    def settled(self, ref: ManifestRef, ledger: Ledger) -> bool:
+        entry = self.entries.get(ref.key)
+        return (ref.version is not None and isinstance(entry, list) and len(entry) == 3
+                and entry[:2] == [ref.version, self.policy] and ledger.is_done(str(entry[2])))
+
+    def save(self, read: dict[str, ManifestRef], keys: dict[str, str], listed: Iterable[ManifestRef] | None) -> None:
+        """Remember the versions read this tick; a full listing also forgets keys no longer there."""
+        entries = dict(self.entries)
+        for key, ref in read.items():
+            entries.pop(key, None)
+            if key in keys and ref.version is not None:
+                entries[key] = [ref.version, self.policy, keys[key]]
+        if listed is not None:
+            present = {r.key for r in listed}
+            entries = {k: v for k, v in entries.items() if k in present}
+        if entries != self.entries:
+            write_atomic(self.path, json.dumps(entries).encode())
+
+
+@dataclass
 class _Claims:
-    """The checkpoints this tick claimed, by run, each with the claim's key and owner."""
+    """The checkpoints this tick claimed, by run, each with the claim's key and owner; the evaluation
+    key of every checkpoint looked at (by store key), and how many were already evaluated."""
 
     by_run: dict[str, list[tuple[Checkpoint, str, str]]]
+    keys: dict[str, str]
+    settled: int = 0
 
     @property
     def count(self) -> int:
@@ -141,13 +194,18 @@ class _Claims:
         return {ck.uri: ck for chain in self.by_run.values() for ck, _key, _owner in chain}
 
 
-def _claim_all(ledger: Ledger, checkpoints: Iterable[Checkpoint], pol: Policy, lease_s: float) -> _Claims:
-    """Claim oldest first; a checkpoint another watcher claimed is theirs to evaluate."""
+def _claim_all(ledger: Ledger, checkpoints: Iterable[Checkpoint], pol: Policy, policy_ref: str,
+               lease_s: float) -> _Claims:
+    """Claim oldest first; a checkpoint another watcher claimed is theirs to evaluate. A changed
+    checkpoint halts its run before it is claimed (`observe`)."""
     owner_base = f"watch:{socket.gethostname()}:{os.getpid()}"
-    claims = _Claims(by_run={})
+    claims = _Claims(by_run={}, keys={})
     for ck in sorted(checkpoints, key=lambda c: (c.manifest.created_at, c.step, c.key)):
-        key, owner = evaluation_key(ck.uri, pol), f"{owner_base}:{ck.key}"
-        if ledger.claim(key, owner, lease_s):
+        key, owner = observe(ledger, ck, pol, policy_ref, opened_by="watch"), f"{owner_base}:{ck.key}"
+        claims.keys[ck.key] = key
+        if ledger.is_done(key):
+            claims.settled += 1
+        elif ledger.claim(key, owner, lease_s):
             claims.by_run.setdefault(ck.run_id, []).append((ck, key, owner))
     return claims
 
@@ -180,7 +238,8 @@ def _evaluate_one(ck: Checkpoint, key: str, owner: str, ledger: Ledger, policy_r
     which stays retryable (evaluate records its own fail-closed outcome for what it can catch)."""
     try:
         res = evaluate(ck.uri, policy=policy_ref, task_runner=task_runner, limit=limit, claim_owner=owner)
-        ledger.complete(key, owner, {"decision": res.decision, "required_level": res.required_level})
+        ledger.complete(key, owner, {"decision": res.decision, "required_level": res.required_level,
+                                     "digest": ck.digest})
     except Exception as exc:  # noqa: BLE001 - one checkpoint's failure must not stop the others
         ledger.fail(key, owner, f"{type(exc).__name__}: {exc}")
         res = EvaluationOutcome(status="error", checkpoint=ck.uri, error=str(exc))

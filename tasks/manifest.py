@@ -29,8 +29,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AwareDatetime,
@@ -198,9 +200,51 @@ class Checkpoint(_Strict):
 
     @classmethod
     def from_manifest(cls, raw: bytes, *, key: str, uri: str) -> Checkpoint:
-        """Parse `raw` (read from `key`) into a Checkpoint; raises ManifestRejected."""
+        """Parse `raw` (read from `key`, whose folder is `uri`) into a Checkpoint; raises ManifestRejected,
+        also when the manifest's run or step disagrees with the folder it sits in (`identity_problem`)."""
         manifest = parse_manifest(raw, key)
+        problem = identity_problem(manifest, uri)
+        if problem:
+            raise ManifestRejected(key, problem)
         return cls(manifest=manifest, uri=uri, key=key, digest=manifest.digest or sha256_digest(raw))
+
+
+# -- identity: the manifest against the place it sits ---------------------------------------------------
+
+_STEP_FOLDER = re.compile(r"step-([0-9]+)")
+
+
+def location_segments(uri: str) -> list[str]:
+    """The path segments of a checkpoint folder's URI, decoded as the store wrote them: a file URI's
+    path is percent-decoded once; an S3 URI's bucket is not a segment; a plain path is split as is."""
+    if uri.startswith("s3://"):
+        parts = uri[len("s3://") :].split("/")[1:]
+    elif uri.startswith("file:"):
+        parts = unquote(urlsplit(uri).path).split("/")
+    else:
+        parts = uri.split("/")
+    return [p for p in parts if p]
+
+
+def identity_problem(manifest: CheckpointManifest, uri: str) -> str | None:
+    """Why `manifest` cannot be the checkpoint in the folder `uri` names (None if it can).
+
+    A folder named `step-<digits>` (the recommended `<run_id>/step-<9 digits>/`) names its
+    step: the manifest's step must be that number, and the folder it sits in must be named
+    for the manifest's run id. A folder with any other name names no step and no run; its
+    manifest is taken at its word (two checkpoints claiming the same run and step are both
+    evaluated, and flagged).
+    """
+    segments = location_segments(uri)
+    match = _STEP_FOLDER.fullmatch(segments[-1]) if segments else None
+    if match is None:
+        return None
+    folder_step = match.group(1).lstrip("0") or "0"  # compared as text: no int() of a huge digit string
+    if folder_step != str(manifest.step):
+        return f"step: manifest says {manifest.step}, its folder {segments[-1]!r} says {folder_step}"
+    if len(segments) >= 2 and segments[-2] != manifest.run_id:
+        return f"run_id: manifest says {manifest.run_id!r}, its folder sits in {segments[-2]!r}"
+    return None
 
 
 def manifest_bytes(manifest: CheckpointManifest) -> bytes:

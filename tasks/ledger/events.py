@@ -94,6 +94,45 @@ class CheckpointRejected(LedgerEventModel):
     uri: str | None = None
 
 
+class CheckpointChanged(LedgerEventModel):
+    """The digest found at a checkpoint URI differs from the one the ledger last saw there (its
+    determination's, or the previous change's): the weights changed after they were decided on. The
+    run is halted (`cause`, the halt's cause) before this is written, and the new content is
+    evaluated under a key of its own. Subject: the checkpoint URI."""
+
+    kind: Literal["checkpoint.changed"] = "checkpoint.changed"
+    uri: str
+    run_id: str
+    step: int
+    old_digest: str
+    new_digest: str
+    cause: str | None = None
+
+
+class CheckpointDuplicate(LedgerEventModel):
+    """A checkpoint was evaluated for a (run, step) that checkpoints at other URIs (`others`) also
+    claim. Each is evaluated into its own run folder; this flags that the run's history is ambiguous.
+    Subject: the checkpoint URI."""
+
+    kind: Literal["checkpoint.duplicate"] = "checkpoint.duplicate"
+    uri: str
+    run_id: str
+    step: int
+    others: list[str]
+
+
+class CheckpointWritten(LedgerEventModel):
+    """A trainer's own report that it wrote a checkpoint (`ScalingGate.checkpoint_written`): what the
+    evaluation lag bound counts, so the gate can close when nobody evaluates them, the watcher
+    included. Subject: the run id."""
+
+    kind: Literal["checkpoint.written"] = "checkpoint.written"
+    run_id: str
+    step: int
+    uri: str | None = None
+    effective_compute: Number | None = None
+
+
 class PolicyUnreadable(LedgerEventModel):
     """The policy an evaluation was asked to use could not be loaded: no determination is possible, so
     all scaling halts (the halt records itself). Subject: the checkpoint URI."""
@@ -142,6 +181,32 @@ class DeterminationRecorded(LedgerEventModel):
 
         data = self.to_payload()
         return Determination.model_validate({k: v for k, v in data.items() if k in Determination.model_fields})
+
+
+class ForecastWarning(LedgerEventModel):
+    """The forecast of a measure (`policy.forecast`) says its threshold may be crossed before the
+    cadence's next comprehensive assessment: `earliest` (FLOP, where the band's upper edge crosses)
+    is at or below `next_comprehensive`. Written when the evaluation of `step` is planned (and
+    escalated to comprehensive), before any crossing is measured; `crossing` is the point forecast,
+    `latest` the band's other end (None: the curve may level off first), `steps` the checkpoints the
+    curve was fitted on. Subject: the run id."""
+
+    kind: Literal["forecast.warning"] = "forecast.warning"
+    run_id: str
+    threshold_id: str
+    benchmark: str
+    metric: str
+    threshold: Number
+    earliest: Number
+    next_comprehensive: Number
+    steps: list[int]
+    step: int | None = None
+    comparison: str | None = None
+    crossing: Number | None = None
+    latest: Number | None = None
+    band: Number | None = None
+    checkpoints: int | None = None
+    message: str | None = None
 
 
 # -- claims (tasks/ledger/claims.py) --------------------------------------------------------------
@@ -266,6 +331,19 @@ class HaltResumeFailed(_HaltEvent):
     error: str
 
 
+class EvaluationCaughtUp(_HaltEvent):
+    """Why an `evaluation_overdue` halt lifted with no approval: every checkpoint the run reported
+    has a determination again. Written in one transaction with that halt's `halt.lifted` (trigger
+    "evaluation caught up"); no other cause lifts this way. Subject: the halt id."""
+
+    kind: Literal["evaluation.caught_up"] = "evaluation.caught_up"
+    run_id: str
+    last_determined_step: int | None = None
+    newest_step: int | None = None
+    unevaluated: int | None = None
+    checked_by: str | None = None
+
+
 class ScalingRunBlocked(_HaltEvent):
     """A scaling flow run stopped at start by an open halt, and who or what started it."""
 
@@ -279,6 +357,63 @@ class ScalingRunBlocked(_HaltEvent):
     auto_scheduled: bool | None = None
     created_by: dict[str, Any] | None = None
     tags: list[str] | None = None
+
+
+class ScalingRunCancelled(LedgerEventModel):
+    """A flow run of a halted scaling deployment that was cancelled instead of refused at its gate:
+    by the halt-guard automation before it started, by a reconcile or an apply, or found cancelled
+    while a halt covered it. Who or what started it is as Prefect reports it (`created_by`: an
+    automation, a user; `auto_scheduled`; a deployment run). One record per flow run, ever: a run
+    with a `scaling.run_blocked` record is not recorded again. Subject: the flow run id."""
+
+    kind: Literal["scaling.run_cancelled"] = "scaling.run_cancelled"
+    halt_id: str  # the oldest halt covering it
+    flow_run_id: str
+    stopped_by: str  # halt-guard automation | reconcile | apply | found cancelled while halted
+    halts: list[str] | None = None
+    started_by: str | None = None
+    flow_run_name: str | None = None
+    deployment_id: str | None = None
+    deployment: str | None = None
+    run_id: str | None = None
+    auto_scheduled: bool | None = None
+    created_by: dict[str, Any] | None = None
+    created: str | None = None
+    stopped_at: str | None = None
+    state: str | None = None
+    state_message: str | None = None
+    automation_id: str | None = None
+    api_url: str | None = None
+
+
+class _HaltGuardEvent(LedgerEventModel):
+    """The halt-guard automation (tasks/enforcement/automation.py). Subject: its name."""
+
+    automation: str
+    scaling_tag: str
+    api_url: str | None = None
+    automation_id: str | None = None
+
+
+class HaltGuardInstalled(_HaltGuardEvent):
+    """The halt-guard automation was set up (or first found) in Prefect. From then on the reconciler
+    puts it back whenever it is deleted, disabled or edited."""
+
+    kind: Literal["halt_guard.installed"] = "halt_guard.installed"
+    by: str | None = None
+
+
+class HaltGuardRestored(_HaltGuardEvent):
+    """The halt-guard automation was found deleted (`found` "missing"), disabled while covering
+    halted deployments ("disabled") or with its trigger or action changed ("edited"), and was put
+    back (`change`: created, enabled, updated)."""
+
+    kind: Literal["halt_guard.restored"] = "halt_guard.restored"
+    found: str
+    change: str
+    by: str | None = None
+    halts: list[str] | None = None
+    deployments: list[str] | None = None
 
 
 # -- approvals: votes and rounds -------------------------------------------------------------------
@@ -372,8 +507,12 @@ class NotificationFailed(_HaltEvent):
 LedgerEvent = Annotated[
     (  # one line per kind, as Prefect's events/actions.py lists its actions
         CheckpointRejected
+        | CheckpointChanged
+        | CheckpointDuplicate
+        | CheckpointWritten
         | PolicyUnreadable
         | DeterminationRecorded
+        | ForecastWarning
         | EvaluationClaimed
         | EvaluationCompleted
         | EvaluationReleased
@@ -387,7 +526,11 @@ LedgerEvent = Annotated[
         | HaltLifted
         | HaltDeploymentsResumed
         | HaltResumeFailed
+        | EvaluationCaughtUp
         | ScalingRunBlocked
+        | ScalingRunCancelled
+        | HaltGuardInstalled
+        | HaltGuardRestored
         | VoteRecorded
         | VoteRefused
         | ApprovalRoundOpened
@@ -448,18 +591,25 @@ __all__ = [
     "ApprovalWaitEnded",
     "ApprovalWaitStarted",
     "ApprovalWaitTimedOut",
+    "CheckpointChanged",
+    "CheckpointDuplicate",
     "CheckpointRejected",
+    "CheckpointWritten",
     "ClaimState",
     "DeterminationCheckpoint",
     "DeterminationRecorded",
+    "EvaluationCaughtUp",
     "EvaluationClaimed",
     "EvaluationCompleted",
     "EvaluationFailed",
     "EvaluationReleased",
+    "ForecastWarning",
     "GenericEvent",
     "HaltApplied",
     "HaltApplyFailed",
     "HaltDeploymentsResumed",
+    "HaltGuardInstalled",
+    "HaltGuardRestored",
     "HaltLiftRefused",
     "HaltLifted",
     "HaltOpened",
@@ -471,6 +621,7 @@ __all__ = [
     "NotificationFailed",
     "NotificationSent",
     "ScalingRunBlocked",
+    "ScalingRunCancelled",
     "VoteRecorded",
     "VoteRefused",
     "parse_event",

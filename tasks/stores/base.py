@@ -10,7 +10,12 @@ exactly-once claims use. The recommended layout is
     <root>/<run_id>/step-<step, 9 digits zero-padded>/checkpoint.json
 
 (see `checkpoint_key`), so that key order is run order, then step order. A prefix
-without `checkpoint.json` is an incomplete checkpoint and is not listed at all.
+without `checkpoint.json` is an incomplete checkpoint and is not listed at all. A
+manifest must agree with that layout where its key has it (`step-<n>` folders name
+their step and, by the folder above, their run: `tasks.manifest.identity_problem`);
+`load` rejects one that does not, and `put_checkpoint` refuses to write it. One
+checkpoint is looked up with `find`, at exactly its key: a listing from the key would
+meet "run/step-3-x/" and "run/step-3.retry/" first ('-' and '.' sort before '/').
 Listings yield manifests in ascending order of their manifest keys (S3's order:
 UTF-8 bytes, which is also Python's `str` order), the same on every backend. For
 the recommended layout that is key order; only odd layouts differ (a checkpoint
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +62,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.manifest import MANIFEST_NAME, Checkpoint, CheckpointManifest, ManifestRejected
+from tasks.manifest import MANIFEST_NAME, Checkpoint, CheckpointManifest, ManifestRejected, identity_problem
 from tasks.registry import Registry
 from tasks.storage import parse_uri
 
@@ -65,8 +71,10 @@ if TYPE_CHECKING:
 
 # With a one-minute watch tick: a late manifest that sorts before the cursor is found within an hour.
 DEFAULT_FULL_SCAN_EVERY = 60
-_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+# C0 and C1 control characters, the backslash, and the two characters a URI reads as the end of its path.
+_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\#?]")
 MAX_KEY_CHARS = 900  # S3 keys are at most 1,024 bytes, and the store's prefix needs room too
+_PRINTABLE_KEY_CHARS = 300
 
 
 class StoreError(RuntimeError):
@@ -94,8 +102,9 @@ def key_problem(key: str) -> str | None:
     """Why `key` is not a safe store-relative key (None if it is).
 
     Safe means it names the same place on every backend and cannot climb out of
-    the root when a consumer maps it onto a local folder: '/'-separated, no empty,
-    '.' or '..' segments, no backslashes or control characters, valid UTF-8.
+    the root when a consumer maps it onto a local folder, and that its URI reads
+    back as the same key: '/'-separated, no empty, '.' or '..' segments, no
+    backslashes, control characters, '#' or '?', valid UTF-8, at most 900 characters.
     """
     if not key:
         return "empty key"
@@ -103,7 +112,11 @@ def key_problem(key: str) -> str | None:
         return f"key is longer than {MAX_KEY_CHARS} characters"
     bad = _BAD_KEY_CHARS.search(key)
     if bad:
-        return "key contains a backslash" if bad.group() == "\\" else "key contains control characters"
+        if bad.group() == "\\":
+            return "key contains a backslash"
+        if bad.group() in "#?":
+            return f"key contains {bad.group()!r}, which a checkpoint URI cannot carry"
+        return "key contains control characters"
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
@@ -112,6 +125,19 @@ def key_problem(key: str) -> str | None:
     if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         return "key has an empty, '.' or '..' segment"
     return None
+
+
+def printable_key(key: str) -> str:
+    """`key` as the ledger, logs and reports may show it: the key itself when it is short and
+    printable; otherwise escaped, clipped, and tagged with the sha256 of its bytes, so that two
+    different keys never print the same (a rejection is recorded once per printed key)."""
+    if len(key) <= _PRINTABLE_KEY_CHARS and key.isprintable():
+        return key
+    raw = key.encode("utf-8", "surrogateescape")
+    shown = raw.decode("utf-8", "backslashreplace").encode("unicode_escape").decode("ascii")
+    if len(shown) > _PRINTABLE_KEY_CHARS:
+        shown = f"{shown[:_PRINTABLE_KEY_CHARS]}...({len(key)} characters)"
+    return f"{shown} [sha256:{hashlib.sha256(raw).hexdigest()[:16]}]"
 
 
 def _check_key(key: str) -> None:
@@ -148,6 +174,11 @@ class ManifestRef(_Value):
     )
     size: int
     last_modified: dt.datetime
+    version: str | None = Field(
+        default=None,
+        description="Changes whenever the manifest object is written again (S3: ETag and time; local: inode, "
+        "size and change times); None when the backend cannot tell. Lets a full scan skip manifests it read before.",
+    )
 
 
 class ScanCursor(_Value):
@@ -198,6 +229,32 @@ class CheckpointStore(abc.ABC):
     @abc.abstractmethod
     def uri_for(self, key: str) -> str:
         """The URI of a checkpoint's folder (ending in '/'), where its model files are."""
+
+    def find(self, key: str) -> ManifestRef | None:
+        """The manifest at exactly `key`, or None when there is none (an incomplete or missing checkpoint).
+
+        Never a sibling whose name extends the key: "run/step-3-x/" and "run/step-3.retry/" sort
+        before "run/step-3/" ('-' and '.' come before '/'), so a listing from `key` meets them first.
+        Raises ManifestRejected for an unsafe key. Backends override this with a direct lookup.
+        """
+        problem = key_problem(key)
+        if problem:
+            raise ManifestRejected(key, f"unsafe checkpoint key: {problem}")
+        wanted = f"{key}/{MANIFEST_NAME}"
+        for ref in self.list_manifests(start_after=wanted[:-1]):
+            if ref.manifest_key == wanted:
+                return ref
+            if ref.manifest_key > wanted:
+                break
+        return None
+
+    def check_put(self, key: str, files: Mapping[str, bytes], manifest: CheckpointManifest) -> None:
+        """`check_put`, and the manifest's run and step agree with the key (see tasks.manifest.identity_problem):
+        a trainer is never allowed to write a checkpoint that detection would reject."""
+        check_put(key, files)
+        problem = identity_problem(manifest, self.uri_for(key))
+        if problem:
+            raise ValueError(f"checkpoint {key!r}: {problem}")
 
     @abc.abstractmethod
     def put_checkpoint(
@@ -260,7 +317,10 @@ class CheckpointStore(abc.ABC):
         start_after = cursor.start_after if cursor else None
         do_full = full or start_after is None or cursor is None or cursor.incremental_scans >= full_every
         refs = tuple(self.list_manifests(None if do_full else start_after))
-        greatest = max([k for k in (start_after, refs[-1].manifest_key if refs else None) if k], default=None)
+        # Only over keys detection can accept: an unsafe one (say, not UTF-8) cannot even be saved as a
+        # cursor; listed again after it, it is rejected again without being read.
+        safe = [r.manifest_key for r in refs if key_problem(r.key) is None]
+        greatest = max([k for k in (start_after, safe[-1] if safe else None) if k], default=None)
         scans = 0 if do_full else cursor.incremental_scans + 1  # type: ignore[union-attr]
         return ScanResult(
             refs=refs, next_cursor=ScanCursor(start_after=greatest, incremental_scans=scans), full=do_full

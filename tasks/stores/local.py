@@ -35,7 +35,6 @@ from tasks.stores.base import (
     ManifestGone,
     ManifestRef,
     StoreError,
-    check_put,
     key_problem,
 )
 
@@ -108,12 +107,23 @@ class LocalFolderStore(CheckpointStore):
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            yield ManifestRef(
-                key=manifest_key[: -len(MANIFEST_NAME) - 1],
-                manifest_key=manifest_key,
-                size=st.st_size,
-                last_modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC),
-            )
+            yield _ref(manifest_key[: -len(MANIFEST_NAME) - 1], st)
+
+    def find(self, key: str) -> ManifestRef | None:
+        """The manifest at exactly `key` (see CheckpointStore.find), by one lstat, not a walk."""
+        problem = key_problem(key)
+        if problem:
+            raise ManifestRejected(key, f"unsafe checkpoint key: {problem}")
+        path = os.path.join(self._root, key, MANIFEST_NAME)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot look up: {exc.strerror}") from exc
+        # As a listing: anything but a folder is listed (read_manifest reports links and other
+        # non-files, and a folder on the way that is a link).
+        return None if stat.S_ISDIR(st.st_mode) else _ref(key, st)
 
     def read_manifest(self, ref: ManifestRef) -> bytes:
         problem = key_problem(ref.key)
@@ -165,7 +175,7 @@ class LocalFolderStore(CheckpointStore):
     def put_checkpoint(
         self, key: str, files: Mapping[str, bytes], manifest: CheckpointManifest, *, overwrite: bool = False
     ) -> Checkpoint:
-        check_put(key, files)
+        self.check_put(key, files, manifest)
         folder = self.root / key
         if not overwrite and os.path.lexists(folder / MANIFEST_NAME):
             raise FileExistsError(f"{self.uri_for(key)}{MANIFEST_NAME}: a checkpoint manifest already exists")
@@ -182,6 +192,17 @@ class LocalFolderStore(CheckpointStore):
         return Checkpoint(
             manifest=manifest, uri=self.uri_for(key), key=key, digest=manifest.digest or sha256_digest(raw)
         )
+
+
+def _ref(key: str, st: os.stat_result) -> ManifestRef:
+    return ManifestRef(
+        key=key,
+        manifest_key=f"{key}/{MANIFEST_NAME}",
+        size=st.st_size,
+        last_modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC),
+        # A rewrite changes the change time (which no user can set back) or, when replaced, the inode.
+        version=f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}",
+    )
 
 
 @STORES.register("file")

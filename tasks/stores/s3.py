@@ -36,7 +36,7 @@ from tasks.storage import (
     parse_uri,
     s3_client,
 )
-from tasks.stores.base import STORES, CheckpointStore, ManifestGone, ManifestRef, StoreError, check_put, key_problem
+from tasks.stores.base import STORES, CheckpointStore, ManifestGone, ManifestRef, StoreError, key_problem
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -148,13 +148,28 @@ class S3Store(CheckpointStore):
                 key = manifest_key[: -len(_MANIFEST_SUFFIX)]
                 if not key:
                     continue  # "<prefix>/checkpoint.json" would be a checkpoint with an empty key
-                yield ManifestRef(
-                    key=key, manifest_key=manifest_key, size=obj["Size"], last_modified=obj["LastModified"]
-                )
+                yield _ref(key, obj)
         except (BotoCoreError, ClientError) as exc:
             raise self._error("listing failed", exc) from exc
         except TruncatedListing as exc:
             raise StoreError(f"{self.uri}: {exc}") from None
+
+    def find(self, key: str) -> ManifestRef | None:
+        """The manifest at exactly `key` (see CheckpointStore.find): one listing request whose prefix is
+        the manifest's own key, which sorts before every other key it prefixes ("checkpoint.json.bak")."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        problem = key_problem(key)
+        if problem:
+            raise ManifestRejected(key, f"unsafe checkpoint key: {problem}")
+        full_key = self.prefix + key + _MANIFEST_SUFFIX
+        try:
+            first = next(iter_objects(self.client, self.bucket, full_key, page_size=1), None)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(f"looking up {full_key} failed", exc) from exc
+        except TruncatedListing as exc:
+            raise StoreError(f"{self.uri}: {exc}") from None
+        return _ref(key, first) if first is not None and first["Key"] == full_key else None
 
     def read_manifest(self, ref: ManifestRef) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -195,7 +210,7 @@ class S3Store(CheckpointStore):
     ) -> Checkpoint:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        check_put(key, files)
+        self.check_put(key, files, manifest)
         base = self.prefix + key + "/"
         try:
             for name, data in files.items():
@@ -225,6 +240,18 @@ class S3Store(CheckpointStore):
         return Checkpoint(
             manifest=manifest, uri=self.uri_for(key), key=key, digest=manifest.digest or sha256_digest(raw)
         )
+
+
+def _ref(key: str, obj: Mapping[str, Any]) -> ManifestRef:
+    modified = obj["LastModified"]
+    return ManifestRef(
+        key=key,
+        manifest_key=key + _MANIFEST_SUFFIX,
+        size=obj["Size"],
+        last_modified=modified,
+        # A PUT always moves LastModified; the ETag is the content's (MD5 for a single-part upload).
+        version=f"{obj.get('ETag', '')}:{modified.isoformat()}",
+    )
 
 
 @STORES.register("s3")
