@@ -6,8 +6,17 @@ after a serve restart, or by calling this function directly) records who started
 the ledger and ends before its first step.
 
 A step is: gate check, `step_seconds` of "training", then the step's checkpoint (files,
-then the manifest last). A halt that lands mid-step lets that step's checkpoint be
-written (the compute is already spent) and stops the run at the next check.
+then the manifest last), then its report to the gate (`checkpoint.written`). A halt that
+lands mid-step lets that step's checkpoint be written (the compute is already spent) and
+stops the run at the next check.
+
+The reports are what the policy's evaluation lag bound counts: with no watcher running
+(or evaluation failing), the run stops at its gate once it holds
+`cadence.max_unevaluated_checkpoints` checkpoints without a determination, or once the
+oldest of them is older than `cadence.max_evaluation_lag` (an `evaluation_overdue` halt,
+lifted by itself when the determinations catch up). The gate never creates a ledger: run
+`rsp init` first (or start `rsp watch` / `rsp serve`); `ledger_id` (or RSP_LEDGER_ID) pins
+the ledger the run must use.
 
     python -m flows.train_demo             # serve it as a scaling deployment (see serve_scaling)
 
@@ -131,6 +140,7 @@ def train_demo(
     model: Literal["simulated", "tiny-torch"] = "simulated",
     ledger_url: str | None = None,
     await_evaluation_s: float = 0.0,
+    ledger_id: str | None = None,
 ) -> dict[str, Any]:
     """Train `steps` more steps of `run_id`, one checkpoint per step, checking the gate first.
 
@@ -138,14 +148,16 @@ def train_demo(
     halt covers the run, at start (recorded as `scaling.run_blocked`) or before a step.
     With `await_evaluation_s` > 0 each step first waits (up to that long) for the previous
     checkpoint's determination, as a lab does that gates every training stage on its
-    evaluation; no determination in time stops the run (no evaluation, no more scaling)."""
+    evaluation; no determination in time stops the run (no evaluation, no more scaling).
+    `ledger_url` / `ledger_id`: the ledger the run must use (default: settings); no ledger
+    there, or one with another identity, stops the run (`GateUnavailable`)."""
     from tasks.manifest import HuggingFaceModel, new_manifest
     from tasks.stores import checkpoint_key, from_uri
 
     if steps < 0 or step_seconds < 0 or start_compute <= 0 or compute_growth <= 0:
         raise ValueError("steps and step_seconds must be >= 0; start_compute and compute_growth > 0")
     log = _logger()
-    gate = ScalingGate(ledger_url)
+    gate = ScalingGate(ledger_url, ledger_id=ledger_id)
     guard_flow_start(run_id, ACTIVITY, gate=gate)
     store = from_uri(checkpoint_store, create=True)
     first = _last_step(store, run_id) + 1
@@ -167,7 +179,8 @@ def train_demo(
         if left > 0:
             time.sleep(left)
         key = checkpoint_key(run_id, step)
-        store.put_checkpoint(key, files, new_manifest(run_id, step, compute, spec, notes=notes))
+        checkpoint = store.put_checkpoint(key, files, new_manifest(run_id, step, compute, spec, notes=notes))
+        gate.checkpoint_written(run_id, step, uri=checkpoint.uri, effective_compute=compute)
         written.append(key)
         log.info("checkpoint %s written (%.3g FLOP)", key, compute)
     return {"run_id": run_id, "first_step": first, "written": written, "store": store.uri}

@@ -424,6 +424,22 @@ def _scale(
     return rule
 
 
+def _lag_bound(noun: str, index: int) -> Rule:
+    """One bound of the evaluation-lag rule, judged with the defaults applied: stating the default, or
+    removing a stated value equal to it, changes nothing; a larger bound lets a run go further unchecked."""
+
+    def rule(site: _Site) -> Verdict:
+        old, new = site.before.cadence.lag_bound()[index], site.after.cadence.lag_bound()[index]
+        if new == old:
+            return False, f"{noun} {_from_to(site)}: the same bound once defaults apply ({new})"
+        moved = "raised" if new > old else "lowered"  # type: ignore[operator]
+        meaning = ("a scaling run may go further without a determination" if moved == "raised"
+                   else "a scaling run halts sooner without a determination")
+        return moved == "raised", f"{noun} {moved} from {old} to {new} (defaults applied): {meaning}"
+
+    return rule
+
+
 def _member(
     noun: str, loosen_when: Literal["added", "removed"] | None, if_added: str, if_removed: str
 ) -> Rule:
@@ -797,6 +813,8 @@ _RULES: dict[str, Rule] = {
         "comprehensive assessments must be closer together",
     ),
     "cadence.escalate_on_early_warning": _escalate,
+    "cadence.max_unevaluated_checkpoints": _lag_bound("max_unevaluated_checkpoints", 0),
+    "cadence.max_evaluation_lag": _lag_bound("max_evaluation_lag", 1),
     "cadence.preliminary_benchmarks": _order("preliminary benchmarks"),
     "cadence.preliminary_benchmarks[*]": _member(
         "preliminary benchmark",

@@ -15,9 +15,12 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+if TYPE_CHECKING:
+    from policy.lag import LagVerdict
 
 ACTIVITIES: tuple[str, ...] = ("training", "deployment")
 ALL_RUNS = "*"
@@ -67,9 +70,32 @@ class DeterminationRef(_Data):
 
 
 class HaltCause(_Data):
-    kind: Literal["determination", "manual"]
+    kind: Literal["determination", "manual", "evaluation_overdue"]
     reasons: tuple[str, ...]
     determination: DeterminationRef | None = None
+
+
+class OverdueRef(_Data):
+    """Why a run is overdue: its lag against the policy's bound when the gate closed (policy.lag)."""
+
+    run_id: str
+    unevaluated: int
+    oldest_unevaluated_step: int | None
+    oldest_unevaluated_at: str | None
+    newest_step: int | None
+    last_determined_step: int | None
+    lag_s: float
+    max_unevaluated_checkpoints: int
+    max_evaluation_lag_s: float
+    bound_stated: bool
+
+
+class OverdueCause(HaltCause):
+    """An `evaluation_overdue` halt: the run got further ahead of its last determination than the
+    policy allows (detection or evaluation stopped, or fell behind)."""
+
+    kind: Literal["evaluation_overdue"] = "evaluation_overdue"
+    overdue: OverdueRef
 
 
 class Approvals(_Data):
@@ -89,6 +115,17 @@ class LiftRequirements(_Data):
     policy_sha256: str | None = None
 
 
+AUTO_LIFT: Literal["evaluation_caught_up"] = "evaluation_caught_up"
+
+
+class AutomaticLift(LiftRequirements):
+    """What lifts an overdue halt: the determinations catching up, with no approval. The only
+    cause that lifts by itself (`lifts_automatically`); approvers may still lift it, but while
+    the run is still overdue the gate opens the next one at its next check."""
+
+    automatic: Literal["evaluation_caught_up"] = AUTO_LIFT
+
+
 class HaltRecord(_Data):
     """The payload of a `halt.opened` ledger event."""
 
@@ -101,6 +138,11 @@ class HaltRecord(_Data):
 
     def covers(self, run_id: str, activity: str) -> bool:
         return scope_covers(self.what, run_id, activity)
+
+
+class OverdueHaltRecord(HaltRecord):
+    why: OverdueCause
+    lifts_when: AutomaticLift
 
 
 # -- cause keys and ids -----------------------------------------------------------------------------------
@@ -134,6 +176,11 @@ def cause_key(base: str, epoch: int) -> str:
 
 def halt_id_for(key: str) -> str:
     return f"halt-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:16]}"
+
+
+def overdue_cause_base(run_id: str) -> str:
+    """One cause per run: a run overdue again after its overdue halt lifted is the next epoch."""
+    return f"overdue:{_digest({'run_id': run_id})[:32]}"
 
 
 def manual_cause_key() -> str:
@@ -241,6 +288,48 @@ def manual_record(
     )
 
 
+def overdue_ref(verdict: LagVerdict) -> OverdueRef:
+    b = verdict.bound
+    return OverdueRef(
+        run_id=verdict.run_id,
+        unevaluated=verdict.unevaluated,
+        oldest_unevaluated_step=verdict.oldest_unevaluated_step,
+        oldest_unevaluated_at=None if verdict.oldest_unevaluated_at is None
+        else verdict.oldest_unevaluated_at.isoformat(),
+        newest_step=verdict.newest_step,
+        last_determined_step=verdict.last_determined_step,
+        lag_s=round(verdict.lag.total_seconds(), 3),
+        max_unevaluated_checkpoints=b.max_unevaluated_checkpoints,
+        max_evaluation_lag_s=b.max_evaluation_lag.total_seconds(),
+        bound_stated=b.stated,
+    )
+
+
+def overdue_record(
+    overdue: OverdueRef,
+    reasons: Sequence[str],
+    *,
+    key: str,
+    policy: Any | None = None,
+    opened_by: str = "scaling-gate",
+) -> OverdueHaltRecord:
+    """The halt record of a run that is past the policy's evaluation lag bound: it stops that run's
+    training (a deployment of an evaluated checkpoint is not what lags) and lifts by itself."""
+    sha = None
+    if policy is not None:
+        from policy.identity import policy_sha256
+
+        sha = policy_sha256(policy)
+    return OverdueHaltRecord(
+        halt_id=halt_id_for(key),
+        cause_key=key,
+        what=HaltScope(activities=("training",), runs=(overdue.run_id,)),
+        why=OverdueCause(reasons=tuple(reasons) or ("evaluation overdue",), overdue=overdue),
+        lifts_when=AutomaticLift(safeguards=(), approvals=approvals_from_policy(policy), policy_sha256=sha),
+        opened_by=opened_by,
+    )
+
+
 # -- reading records back (fail closed) -------------------------------------------------------------------
 
 
@@ -261,11 +350,31 @@ def scope_covers(scope: HaltScope, run_id: str, activity: str) -> bool:
     return act in scope.activities and (scope.all_runs or run_id in scope.runs)
 
 
+def lifts_automatically(payload: Mapping[str, Any]) -> bool:
+    """Only an `evaluation_overdue` halt lifts without approvals (when the determinations catch up)."""
+    why, lifts = payload.get("why"), payload.get("lifts_when")
+    return (isinstance(why, Mapping) and why.get("kind") == "evaluation_overdue"
+            and isinstance(lifts, Mapping) and lifts.get("automatic") == AUTO_LIFT)
+
+
+def overdue_run(payload: Mapping[str, Any]) -> str | None:
+    """The run an `evaluation_overdue` halt stopped; None for any other halt."""
+    if not lifts_automatically(payload):
+        return None
+    overdue = payload["why"].get("overdue")
+    run = overdue.get("run_id") if isinstance(overdue, Mapping) else None
+    return run if isinstance(run, str) and run else None
+
+
 def describe_lift(payload: Mapping[str, Any]) -> str:
     """One line: what lifts this halt."""
     lifts = payload.get("lifts_when")
     if not isinstance(lifts, Mapping):
         return "see the halt record; lifting needs verified safeguards and approvals per the policy"
+    run = overdue_run(payload)
+    if run is not None:
+        return (f"lifts by itself once every checkpoint run {run} reported has a determination (restart the "
+                "watcher and evaluation); no approval needed")
     parts = []
     safeguards = lifts.get("safeguards") or []
     if safeguards:
@@ -290,25 +399,39 @@ def describe_cause(payload: Mapping[str, Any]) -> str:
     if why.get("kind") == "determination" and isinstance(det, Mapping):
         where = f"{det.get('run_id')}@{det.get('step')}" if det.get("run_id") else "a determination"
         return f"determination for {where} requires {det.get('required_level')}: {reasons}"
+    if why.get("kind") == "evaluation_overdue":
+        overdue = why.get("overdue")
+        run = overdue.get("run_id") if isinstance(overdue, Mapping) else None
+        return f"evaluation overdue for run {run}: {reasons}"
     return f"{why.get('kind', 'manual')} halt: {reasons}"
 
 
 __all__ = [
     "ACTIVITIES",
     "ALL_RUNS",
+    "AUTO_LIFT",
     "Approvals",
+    "AutomaticLift",
     "DeterminationRef",
     "HaltCause",
     "HaltRecord",
     "HaltScope",
     "LiftRequirements",
+    "OverdueCause",
+    "OverdueHaltRecord",
+    "OverdueRef",
     "approvals_from_policy",
     "cause_key",
     "describe_cause",
     "describe_lift",
     "determination_cause_base",
     "halt_id_for",
+    "lifts_automatically",
     "manual_record",
+    "overdue_cause_base",
+    "overdue_record",
+    "overdue_ref",
+    "overdue_run",
     "record_for_determination",
     "scope_covers",
     "scope_of",

@@ -12,15 +12,54 @@ Nothing here does I/O; `policy.loading` turns text into a `Policy`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 Identifier = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 ]
 Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4000)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_ISO_DURATION: TypeAdapter[dt.timedelta] = TypeAdapter(dt.timedelta)
+
+
+def parse_duration(value: Any) -> Any:
+    """'6h', '90m', '1d12h', '45s' (or ISO 8601, 'PT6H', as a policy's canonical form writes it) to a
+    timedelta. A bare number is refused: '6' could be seconds or hours, and a policy must not be misread."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"a duration is text with a unit, e.g. '6h', '90m', '1d', got {value!r}")  # noqa: TRY004 - pydantic reports only ValueError
+    text = value.strip()
+    if text.upper().startswith("P"):
+        try:
+            return _ISO_DURATION.validate_python(text)
+        except ValidationError:
+            raise ValueError(f"'{value}' is not an ISO 8601 duration") from None
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"'{value}' is not a duration: use days, hours, minutes, seconds, e.g. '6h', '1d12h', '90m'")
+    d, h, m, sec = (int(g or 0) for g in match.groups())
+    return dt.timedelta(days=d, hours=h, minutes=m, seconds=sec)
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 
 Comparison = Literal[">=", ">", "<=", "<"]
 Metric = Literal["mean", "best_of_k"]
@@ -139,12 +178,50 @@ class Safeguard(_Strict):
     halts: Annotated[list[Activity], Field(min_length=1)]
 
 
+# The evaluation lag bound of a policy that does not state one (see `Cadence.lag_bound`).
+DEFAULT_MAX_UNEVALUATED_CHECKPOINTS = 2
+DEFAULT_MAX_EVALUATION_LAG = dt.timedelta(hours=6)
+_LAG_FIELDS = ("max_unevaluated_checkpoints", "max_evaluation_lag")
+
+
 class Cadence(_Strict):
     comprehensive_compute_factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False)]
     comprehensive_max_interval_days: Annotated[int, Field(ge=1, le=3650)]
     escalate_on_early_warning: bool = True
     # Benchmarks run in a preliminary assessment; a comprehensive one runs every benchmark.
     preliminary_benchmarks: list[Identifier] = Field(default_factory=list)
+    # The evaluation lag bound (dead-man's switch): how far a scaling run may get ahead of its last
+    # determination. A run holding this many checkpoints without a determination may not start another
+    # step; nor may a run whose oldest checkpoint without one is older than max_evaluation_lag. Omitted:
+    # the defaults above apply (never "unbounded": a gate whose evaluation stopped must not stay open).
+    max_unevaluated_checkpoints: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    max_evaluation_lag: Annotated[Duration, Field(strict=False)] | None = None
+
+    @field_validator("max_evaluation_lag")
+    @classmethod
+    def _positive_lag(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and not dt.timedelta(seconds=1) <= value <= dt.timedelta(days=366):
+            raise ValueError("must be between 1s and 366d")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_unstated_lag(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A lag field the file does not state is left out of the canonical form, so a policy that
+        # omits it keeps the sha256 it had before the fields existed.
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in _LAG_FIELDS:
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
+
+    def lag_bound(self) -> tuple[int, dt.timedelta]:
+        """(max unevaluated checkpoints, max evaluation lag), the defaults where the policy is silent."""
+        return (
+            DEFAULT_MAX_UNEVALUATED_CHECKPOINTS if self.max_unevaluated_checkpoints is None
+            else self.max_unevaluated_checkpoints,
+            DEFAULT_MAX_EVALUATION_LAG if self.max_evaluation_lag is None else self.max_evaluation_lag,
+        )
 
 
 class Approvals(_Strict):
@@ -158,6 +235,7 @@ class FailClosed(_Strict):
     undetermined_counts_as_crossed: Literal[True]
     rule_out: Literal["upper_bound", "point_estimate"] = "upper_bound"
     confidence: Annotated[float, Field(ge=0.5, lt=1.0, allow_inf_nan=False)] = 0.95
+    # Accepted and unused since intervals became exact (policy/statistics.py); kept so existing files validate.
     bootstrap_resamples: Annotated[int, Field(ge=100, le=100_000)] = 2000
     max_error_rate: Fraction = 0.05
     seed: Annotated[int, Field(ge=0)] = 0

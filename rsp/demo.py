@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({
         "RSP_HOME": str(home), "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api,
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}", "DO_NOT_TRACK": "1",
+        # The trainer's gate reads the evaluation lag bound from the same policy the watcher applies.
+        "RSP_POLICY": str(Path(args.policy).resolve()) if Path(args.policy).is_file() else args.policy,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     })
@@ -174,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
         get_settings.cache_clear()
         policy = read_policy(args.policy)
+        from tasks.ledger import Ledger
+
+        # `rsp init`: only the creating commands make a ledger; the trainer's gate refuses to run without one.
+        with Ledger(get_settings().resolved_ledger_url, create=True) as created:
+            say(f"ledger {created.url} (id {created.ledger_id})")
         attested = seed_evidence(policy)
         say(f"policy {policy.framework.name} v{policy.framework.version}; safeguards attested for the demo: "
             f"{', '.join(attested) or 'none'} (the others are missing)")

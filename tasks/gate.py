@@ -3,10 +3,12 @@
 Plain Python over the ledger, usable in or out of Prefect:
 
     from tasks.gate import ScalingGate, ScalingHalted
-    gate = ScalingGate()                 # the configured ledger
+    gate = ScalingGate()                 # the configured ledger (and RSP_LEDGER_ID, if set)
     for step in ...:
         gate.check(run_id)               # raises ScalingHalted while an open halt covers run_id
         train_one_step()
+        write_checkpoint(step)
+        gate.checkpoint_written(run_id, step, uri=...)   # what the evaluation lag bound counts
 
 This, not a paused Prefect deployment, is what stops a run: a run started by hand, by an
 automation, after a serve restart, or by calling the flow function directly all pass
@@ -14,24 +16,46 @@ through it. It is cheap enough for every step: the open halts are cached and rev
 with one indexed read of the ledger head (the sequence number moves on every append, so
 a halt opened or lifted by any process is seen at the next check).
 
+It is also the dead-man's switch (tasks/enforcement/overdue.py): the checkpoints a trainer
+reports are compared with the run's determinations, and a run further ahead of its last
+determination than the policy allows (`cadence.max_unevaluated_checkpoints`,
+`cadence.max_evaluation_lag`) gets an `evaluation_overdue` halt, recorded, applied and
+notified like any halt, then refused. So when detection or evaluation stops (a crashed
+watcher, a wedged server, an expired credential) scaling stops too, with nothing but the
+trainer and the ledger left running. The halt lifts by itself once the determinations
+catch up (checked here and by every reconcile pass).
+
 Fail closed: if the ledger cannot be read the gate raises `GateUnavailable` (a
-`ScalingHalted`), and a halt record it cannot understand covers every run.
-An explicitly configured ledger (argument or RSP_LEDGER_URL) must already exist; only the
-embedded default under <home> is created on first use, so a mistyped URL can never read
-as "no halts".
+`ScalingHalted`), and a halt record it cannot understand covers every run. The gate never
+creates a ledger: no ledger at its URL (a mistyped URL, a trainer started from another
+folder) closes it, and so does a ledger whose identity is not the one it is pinned to
+(`ledger_id=` or RSP_LEDGER_ID; `rsp init` prints it). So is a policy it cannot read, since
+then it cannot know the lag bound.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from policy.halts import HaltScope, describe_cause, describe_lift, scope_covers, scope_of
+from policy.halts import (
+    HaltScope,
+    describe_cause,
+    describe_lift,
+    lifts_automatically,
+    overdue_run,
+    scope_covers,
+    scope_of,
+)
 
 if TYPE_CHECKING:
+    from policy.lag import LagBound, LagVerdict
+    from policy.schema import Policy
+    from tasks.enforcement.overdue import RunLagTracker
     from tasks.ledger import Ledger
 
 
@@ -68,11 +92,15 @@ class GateHalt:
     payload: Mapping[str, Any]
 
     def message(self, run_id: str, activity: str) -> str:
+        if lifts_automatically(self.payload):
+            how = ("To lift: get detection and evaluation going again (`rsp watch` / `rsp serve`); the halt lifts "
+                   "by itself when the determinations catch up (see `rsp status`).")
+        else:
+            how = f"To lift: once that holds, record approvals with `rsp approve {self.halt_id}` (see `rsp status`)."
         return (
             f"scaling halted: run {run_id!r} ({activity}) is stopped by halt {self.halt_id} "
             f"(opened {self.opened_at}). Cause: {describe_cause(self.payload)}. "
-            f"Lifts when: {describe_lift(self.payload)}. "
-            f"To lift: once that holds, record approvals with `rsp approve {self.halt_id}` (see `rsp status`)."
+            f"Lifts when: {describe_lift(self.payload)}. {how}"
         )
 
 
@@ -83,36 +111,94 @@ def _default_ledger(ledger_url: str | None) -> Ledger:
         return Ledger(ledger_url, create=False)
     from tasks.settings import get_settings
 
-    settings = get_settings()
-    # Only the embedded default may be created here; a configured URL must already hold a ledger.
-    return Ledger(settings.resolved_ledger_url, create=settings.ledger_url is None)
+    # Never created here: a trainer that finds no ledger must stop, not train against an empty one.
+    return Ledger(get_settings().resolved_ledger_url, create=False)
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _current_flow_run_id() -> str | None:
+    import sys
+
+    if "prefect" not in sys.modules:  # no Prefect loaded: certainly no flow run
+        return None
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    flow_run = getattr(ctx, "flow_run", None) if ctx is not None else None
+    return None if flow_run is None else str(flow_run.id)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 class ScalingGate:
     """Is scaling allowed for (run, activity)? Thread-safe; one per process is plenty.
 
-    `max_staleness_s` (default 0: revalidate on every call) lets a very hot loop skip the
-    head read for that long; a halt is then seen at most that late."""
+    `ledger_id` (default: settings' RSP_LEDGER_ID) pins the ledger: any other identity closes
+    the gate. `policy` (a Policy, bundled id or file; default: settings' policy) states the
+    evaluation lag bound. `max_staleness_s` (default 0: revalidate on every call) lets a very
+    hot loop skip the head read for that long; a halt is then seen at most that late. `now`
+    is the wall clock the lag is measured with."""
 
     def __init__(self, ledger_url: str | None = None, *, ledger: Ledger | None = None,
-                 max_staleness_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 ledger_id: str | None = None, policy: Policy | str | None = None,
+                 max_staleness_s: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], dt.datetime] = _utc_now) -> None:
         self._ledger_url = ledger_url
         self._ledger = ledger
+        self._ledger_id = ledger_id
+        self._pin: str | None = None
+        self._opened = False
+        self._policy_ref = policy
+        self._policy: Policy | None = None
+        self._bound: LagBound | None = None
         self._max_staleness = max_staleness_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._now = now
+        self._lock = threading.RLock()
         self._seq: int | None = None
         self._validated_at = float("-inf")
         self._halts: tuple[GateHalt, ...] = ()
+        self._trackers: dict[str, RunLagTracker] = {}
 
     @property
     def ledger(self) -> Ledger:
-        if self._ledger is None:
-            try:
-                self._ledger = _default_ledger(self._ledger_url)
-            except Exception as exc:
-                raise GateUnavailable(f"scaling gate closed: cannot open the ledger: {exc}") from exc
-        return self._ledger
+        with self._lock:
+            if not self._opened:
+                try:
+                    if self._ledger is None:
+                        self._ledger = _default_ledger(self._ledger_url)
+                    pin = self._ledger_id
+                    if pin is None:
+                        from tasks.settings import get_settings
+
+                        pin = get_settings().ledger_id
+                    self._pin = pin
+                except Exception as exc:
+                    raise GateUnavailable(f"scaling gate closed: cannot open the ledger: {_one_line(exc)}") from exc
+                self._check_identity()
+                self._opened = True
+            assert self._ledger is not None
+            return self._ledger
+
+    def _check_identity(self) -> None:
+        """The pinned ledger or none: a ledger with another identity (another folder's, a restored
+        copy, a fresh empty one) must not decide whether a run may scale."""
+        if self._pin is None or self._ledger is None:
+            return
+        try:
+            found = self._ledger.ledger_id
+        except Exception as exc:
+            raise GateUnavailable(f"scaling gate closed: cannot read the ledger's identity: {_one_line(exc)}") from exc
+        if found != self._pin:
+            raise GateUnavailable(
+                f"scaling gate closed: the ledger at {self._ledger.url} is {found or 'a ledger without an identity'}, "
+                f"not {self._pin}, the ledger this gate is pinned to (RSP_LEDGER_ID)"
+            )
 
     def open_halts(self) -> tuple[GateHalt, ...]:
         """The open halts, revalidated against the ledger head (one cheap read)."""
@@ -120,26 +206,108 @@ class ScalingGate:
             now = self._clock()
             if self._seq is not None and now - self._validated_at < self._max_staleness:
                 return self._halts
+            ledger = self.ledger
             try:
-                seq = self.ledger.head()[0]
+                seq = ledger.head()[0]
                 if seq != self._seq:
-                    halts = self.ledger.halts("open")
+                    self._check_identity()
+                    halts = ledger.halts("open")
                     self._halts = tuple(GateHalt(h.halt_id, scope_of(h.payload), h.opened_at, h.payload)
                                         for h in halts)
                     self._seq = seq
             except GateUnavailable:
+                self._seq = None
                 raise
             except Exception as exc:
                 self._seq = None
-                raise GateUnavailable(
-                    f"scaling gate closed: cannot read the ledger ({' '.join(str(exc).split())[:200]})"
-                ) from exc
+                raise GateUnavailable(f"scaling gate closed: cannot read the ledger ({_one_line(exc)[:200]})") from exc
             self._validated_at = now
             return self._halts
 
+    def _refresh(self) -> tuple[GateHalt, ...]:
+        with self._lock:
+            self._seq = None
+            return self.open_halts()
+
+    # -- the evaluation lag bound -----------------------------------------------------------------------
+
+    def lag_bound(self) -> LagBound:
+        """The policy's evaluation lag bound (read once); GateUnavailable when the policy cannot be read."""
+        with self._lock:
+            if self._bound is None:
+                from tasks.enforcement.overdue import read_bound
+
+                try:
+                    self._policy, self._bound = read_bound(self._policy_ref)
+                except Exception as exc:
+                    raise GateUnavailable(
+                        f"scaling gate closed: cannot read the policy that bounds evaluation lag: {_one_line(exc)}"
+                    ) from exc
+            return self._bound
+
+    def lag(self, run_id: str) -> LagVerdict:
+        """How far `run_id` is ahead of its last determination, against the policy's bound."""
+        with self._lock:
+            self.open_halts()
+            return self._verdict(run_id)
+
+    def _verdict(self, run_id: str) -> LagVerdict:
+        bound = self.lag_bound()
+        return self._tracker(run_id).verdict(bound, self._now())
+
+    def _tracker(self, run_id: str) -> RunLagTracker:
+        from tasks.enforcement.overdue import RunLagTracker
+
+        tracker = self._trackers.get(run_id)
+        if tracker is None:
+            tracker = self._trackers[run_id] = RunLagTracker(run_id)
+        if tracker.seen_head is None or tracker.seen_head != self._seq:
+            try:
+                tracker.refresh(self.ledger)
+            except Exception as exc:
+                raise GateUnavailable(f"scaling gate closed: cannot read run {run_id}'s lag from the ledger "
+                                      f"({_one_line(exc)[:200]})") from exc
+            tracker.seen_head = self._seq
+        return tracker
+
+    def _enforce_lag(self, run_id: str, halts: tuple[GateHalt, ...]) -> tuple[GateHalt, ...]:
+        """Open the run's evaluation_overdue halt when it is past the bound; lift it once caught up."""
+        verdict = self._verdict(run_id)
+        tracker = self._trackers[run_id]
+        own = [h for h in halts if overdue_run(h.payload) == run_id]
+        if own and tracker.caught_up:
+            from tasks.enforcement.overdue import lift_caught_up
+
+            ledger = self.ledger
+            for gh in own:
+                halt = ledger.halt(gh.halt_id)
+                if halt is not None:
+                    lift_caught_up(ledger, halt, tracker, checked_by=f"scaling gate of run {run_id}")
+            return self._refresh()
+        if verdict.overdue and not own:
+            from tasks.enforcement.overdue import halt_overdue
+
+            spare = _current_flow_run_id()
+            try:
+                halt_overdue(verdict, ledger=self.ledger, policy=self._policy, spare_runs=(spare,) if spare else ())
+            except Exception as exc:
+                raise GateUnavailable(
+                    f"scaling gate closed: run {run_id!r} is past its evaluation lag bound "
+                    f"({'; '.join(verdict.reasons)}) and its halt could not be recorded: {_one_line(exc)}"
+                ) from exc
+            return self._refresh()
+        return halts
+
+    # -- the checks -----------------------------------------------------------------------------------------
+
     def blocking_halt(self, run_id: str, activity: str = "training") -> GateHalt | None:
-        """The oldest open halt covering this run and activity, or None when the gate is open."""
-        for halt in self.open_halts():
+        """The oldest open halt covering this run and activity, or None when the gate is open. For
+        training (the activity that writes checkpoints) the evaluation lag bound is enforced first."""
+        with self._lock:
+            halts = self.open_halts()
+            if activity != "deployment":
+                halts = self._enforce_lag(run_id, halts)
+        for halt in halts:
             if scope_covers(halt.scope, run_id, activity):
                 return halt
         return None
@@ -153,6 +321,26 @@ class ScalingGate:
         if halt is not None:
             raise ScalingHalted(halt.message(run_id, activity), halt_id=halt.halt_id, run_id=run_id,
                                 activity=activity)
+
+    def checkpoint_written(self, run_id: str, step: int, *, uri: str | None = None,
+                           effective_compute: float | None = None) -> None:
+        """Report a checkpoint the trainer wrote (`checkpoint.written`): the evaluation lag bound
+        counts these. GateUnavailable when it cannot be recorded: a checkpoint the gate cannot count
+        must not let the run go on."""
+        from tasks.ledger.events import CheckpointWritten
+
+        fields: dict[str, Any] = {"run_id": run_id, "step": step}
+        if uri is not None:
+            fields["uri"] = uri
+        if effective_compute is not None:
+            fields["effective_compute"] = effective_compute
+        try:
+            self.ledger.record(CheckpointWritten(**fields), run_id)
+        except GateUnavailable:
+            raise
+        except Exception as exc:
+            raise GateUnavailable(f"scaling gate closed: cannot record checkpoint {run_id} step {step}: "
+                                  f"{_one_line(exc)}") from exc
 
     def guard_flow_start(self, run_id: str, activity: str = "training") -> None:
         guard_flow_start(run_id, activity, gate=self)
@@ -202,9 +390,13 @@ def guard_flow_start(run_id: str, activity: str = "training", *, gate: ScalingGa
     if halt is None:
         return
     origin = flow_run_origin()
-    from tasks.ledger.events import ScalingRunBlocked
+    from tasks.ledger.events import ScalingRunBlocked, ScalingRunCancelled
 
-    event = gate.ledger.record(ScalingRunBlocked(
+    # One record per flow run: one a reconcile already recorded as cancelled (it was starting
+    # as it was cancelled) is not recorded again. Subject of scaling.run_cancelled: the flow run id.
+    flow_run_id = origin.get("flow_run_id")
+    prior = gate.ledger.events(kind=ScalingRunCancelled.KIND, subject=flow_run_id, limit=1) if flow_run_id else []
+    event = prior[0] if prior else gate.ledger.record(ScalingRunBlocked(
         halt_id=halt.halt_id, run_id=run_id, activity=activity, **origin,
     ), halt.halt_id)
     raise ScalingHalted(

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".rsp"), description="Folder for embedded-default state (ledger, checkpoints, runs).")
     policy: str = Field("anthropic-rsp", description="A bundled framework id or a path to a policy YAML file.")
     ledger_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/ledger.db.")
+    ledger_id: str | None = Field(
+        None, description="The identity the ledger must have (`rsp init` prints it); a ledger with another "
+                          "identity, or none, closes the scaling gate. Unset: any ledger at ledger_url."
+    )
     checkpoint_store: str | None = Field(
         None, description="file:///path or s3://bucket/prefix; default <home>/checkpoints."
     )

@@ -947,3 +947,24 @@ def test_diff_is_empty_iff_canonical_data_equal(picks: list[tuple[int, st.DataOb
     assert len({c.path for c in changes}) == len(changes)
     backwards = diff_policies(new, BASE)
     assert [(c.path, REVERSED_KIND[c.kind]) for c in changes] == [(c.path, c.kind) for c in backwards]
+
+
+def test_evaluation_lag_bound_loosens_only_when_it_grows() -> None:
+    """The dead-man's switch: a larger bound (or removing a stated smaller one) is a loosening; stating the
+    default changes nothing."""
+
+    def with_cadence(**fields: object) -> Policy:
+        data = yaml.safe_load(POLICY_YAML)
+        data["cadence"].update(fields)
+        return policy_from_data(data, "lag.yaml")
+
+    base = with_cadence()
+    stated_default = with_cadence(max_unevaluated_checkpoints=2, max_evaluation_lag="6h")
+    assert not any(c.loosens for c in diff_policies(base, stated_default))
+    looser = with_cadence(max_unevaluated_checkpoints=5, max_evaluation_lag="1d")
+    assert {c.path for c in diff_policies(base, looser) if c.loosens} == {
+        "cadence.max_unevaluated_checkpoints", "cadence.max_evaluation_lag"}
+    tighter = with_cadence(max_unevaluated_checkpoints=1, max_evaluation_lag="1h")
+    assert not any(c.loosens for c in diff_policies(base, tighter))
+    assert {c.path for c in diff_policies(tighter, base) if c.loosens} == {  # removing a stricter bound
+        "cadence.max_unevaluated_checkpoints", "cadence.max_evaluation_lag"}

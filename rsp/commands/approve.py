@@ -58,15 +58,10 @@ def _settings(command: str) -> Any:
 
 
 def _ledger(command: str, url: str | None) -> Ledger:
-    from tasks.ledger import Ledger, LedgerError
+    # The existing ledger, never a new one: exit 2 naming the ledger looked for (rsp/commands/ledger.py).
+    from rsp.commands.ledger import open_ledger
 
-    try:
-        if url is None:
-            settings = _settings(command)
-            return Ledger(settings.resolved_ledger_url, create=settings.ledger_url is None)
-        return Ledger(url, create=False)
-    except (LedgerError, OSError, ValueError) as exc:
-        _die(command, exc)
+    return open_ledger(command, url)
 
 
 def _roster(command: str, path: str | None) -> Any:

@@ -29,19 +29,6 @@ def _die(command: str, message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _ledger_url(command: str, ledger: str | None) -> str:
-    if ledger:
-        return ledger
-    from pydantic import ValidationError
-
-    from tasks.settings import get_settings
-
-    try:
-        return get_settings().resolved_ledger_url
-    except ValidationError as exc:
-        _die(command, f"invalid settings: {' '.join(str(exc).split())}")
-
-
 def verify(
     ledger: LedgerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
@@ -53,22 +40,25 @@ def verify(
     """Recompute every hash and link of the ledger; exit 0 if intact, 1 naming the first bad event."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tasks.ledger import Ledger, LedgerError, verify_jsonl
+    from rsp.commands.ledger import open_ledger
+    from tasks.ledger import LedgerError, verify_jsonl
 
+    ledger_id = None
     try:
         if file is not None:
             source = str(file)
             with file.open(encoding="utf-8") as fp:
                 report = verify_jsonl(fp)
         else:
-            url = _ledger_url("verify", ledger)
-            with Ledger(url, create=False) as store:
+            # The existing ledger, never a new one: exit 2 naming the ledger looked for.
+            with open_ledger("audit verify", ledger) as store:
                 source = store.url
                 report = store.verify()
+                ledger_id = store.ledger_id
     except (LedgerError, SQLAlchemyError, OSError, ValueError) as exc:
         _die("verify", " ".join(str(exc).split()) or type(exc).__name__)
     if as_json:
-        typer.echo(json.dumps({"ledger": source, **report.to_dict()}, sort_keys=True))
+        typer.echo(json.dumps({"ledger": source, "ledger_id": ledger_id, **report.to_dict()}, sort_keys=True))
     elif report.ok:
         typer.echo(f"ledger ok: {report.checked} events, head {report.head_hash[:12]}")
     else:
@@ -87,11 +77,11 @@ def export(
     """Write every event as JSON Lines (one canonical JSON object per line) to a file or S3."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tasks.ledger import Ledger, LedgerError, export_to
+    from rsp.commands.ledger import open_ledger
+    from tasks.ledger import LedgerError, export_to
 
-    url = _ledger_url("export", ledger)
     try:
-        with Ledger(url, create=False) as store:
+        with open_ledger("audit export", ledger) as store:
             result = export_to(store, out)
     except (LedgerError, SQLAlchemyError, OSError, ValueError) as exc:
         _die("export", " ".join(str(exc).split()) or type(exc).__name__)

@@ -1,10 +1,12 @@
 """`rsp status`, `rsp halt list|open|reconcile`, `rsp gate check`: halts as an operator sees them.
 
-    rsp status [--json]                     open halts, what lifts each, whether Prefect agrees, last reconcile
+    rsp status [--json]                     open halts, what lifts each, whether Prefect agrees, last reconcile,
+                                            and each run's evaluation lag against the policy's bound
     rsp halt list [--all] [--json]          halts in the ledger (open only, unless --all)
     rsp halt open --reason TEXT [--activities training,deployment] [--runs a,b] [--by NAME] [--no-apply]
     rsp halt reconcile [--json]             make Prefect agree with every open halt now
     rsp gate check RUN_ID [--activity training] [--json]   exit 0 open, 1 halted, 2 error
+    rsp gate checkpoint RUN_ID STEP [--uri URI]  a trainer reports a checkpoint it wrote (the lag bound counts it)
 
 The ledger decides what is halted; Prefect (PREFECT_API_URL, or --api-url) is only where it
 is applied, and `rsp status` shows where the two disagree instead of hiding it. Prefect
@@ -39,21 +41,11 @@ def _die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _open_ledger(command: str, url: str | None, *, create: bool = False) -> Ledger:
-    from pydantic import ValidationError
+def _open_ledger(command: str, url: str | None) -> Ledger:
+    # The existing ledger, never a new one: exit 2 naming the ledger looked for (rsp/commands/ledger.py).
+    from rsp.commands.ledger import open_ledger
 
-    from tasks.ledger import Ledger, LedgerError
-
-    try:
-        if url is None:
-            from tasks.settings import get_settings
-
-            settings = get_settings()
-            url = settings.resolved_ledger_url
-            create = create or settings.ledger_url is None  # the embedded default may be created
-        return Ledger(url, create=create)
-    except (LedgerError, ValidationError, OSError, ValueError) as exc:
-        _die(command, exc)
+    return open_ledger(command, url)
 
 
 def _ago(ts: str | None) -> str:
@@ -109,6 +101,66 @@ def _last_enforcement(ledger: Ledger, halt_id: str) -> dict[str, Any] | None:
     return {"event": last.kind, "seq": last.seq, "at": last.ts, "error": last.payload.get("error")}
 
 
+def _run_lags(ledger: Ledger, open_halts: list[Halt]) -> dict[str, Any]:
+    """Each run's evaluation lag against the policy's bound (settings' policy, as the gate reads it)."""
+    import datetime as dt
+
+    from policy.halts import overdue_run
+    from policy.lag import format_duration
+    from tasks.enforcement.overdue import RunLagTracker, read_bound
+
+    out: dict[str, Any] = {"bound": None, "policy_error": None, "runs": []}
+    bound = None
+    try:
+        _, bound = read_bound(None)
+        out["bound"] = {"max_unevaluated_checkpoints": bound.max_unevaluated_checkpoints,
+                        "max_evaluation_lag": format_duration(bound.max_evaluation_lag),
+                        "stated_by_policy": bound.stated, "text": bound.describe()}
+    except Exception as exc:  # noqa: BLE001 - shown: the gate closes on an unreadable policy too
+        out["policy_error"] = " ".join(str(exc).split())
+    halted = {overdue_run(h.payload): h.halt_id for h in open_halts if overdue_run(h.payload)}
+    now = dt.datetime.now(dt.UTC)
+    for run_id in ledger.runs():
+        tracker = RunLagTracker(run_id)
+        tracker.refresh(ledger)
+        row: dict[str, Any] = {"run_id": run_id, "newest_step": tracker.newest_step,
+                               "last_determined_step": tracker.last_determined_step,
+                               "unevaluated": tracker.unevaluated, "overdue_halt": halted.get(run_id)}
+        if bound is not None:
+            v = tracker.verdict(bound, now)
+            row.update(oldest_unevaluated_step=v.oldest_unevaluated_step, lag_s=round(v.lag.total_seconds(), 1),
+                       lag=format_duration(v.lag), overdue=v.overdue, reasons=list(v.reasons))
+        out["runs"].append(row)
+    return out
+
+
+def _print_lags(lags: dict[str, Any]) -> None:
+    echo = typer.echo
+    runs = lags["runs"]
+    if lags["policy_error"]:
+        echo(f"evaluation lag: policy UNREADABLE ({lags['policy_error']}); the scaling gate is closed")
+    else:
+        echo(f"evaluation lag (bound: {lags['bound']['text']}): {len(runs)} run(s)")
+    for r in runs:
+        frontier = ("no determination yet" if r["last_determined_step"] is None
+                    else f"determined through step {r['last_determined_step']}")
+        if r["newest_step"] is None:
+            echo(f"  {r['run_id']}  {frontier}; its trainer reports no checkpoints (the lag bound cannot count them)")
+            continue
+        line = f"  {r['run_id']}  newest checkpoint step {r['newest_step']}, {frontier}: "
+        if r["unevaluated"] == 0:
+            line += "caught up"
+        else:
+            line += f"{r['unevaluated']} without a determination"
+            if r.get("lag") is not None:
+                line += f", oldest (step {r['oldest_unevaluated_step']}) {r['lag']} ago"
+            if r.get("overdue"):
+                line += "  OVERDUE" + ("" if r["overdue_halt"] else " (the gate closes at its next check)")
+        if r["overdue_halt"]:
+            line += f"  halted by {r['overdue_halt']} (lifts when caught up)"
+        echo(line)
+
+
 # -- rsp status ---------------------------------------------------------------------------------------------
 
 
@@ -149,8 +201,15 @@ def status(
         d["prefect"] = halt_agreement(observed, d["halt_id"]) if observed is not None else None
     reconciled = last_reconcile(cfg.state_path)
     problem = bool(halts) and (observed is None or any(not d["prefect"]["agrees"] for d in halts))
+    try:
+        ledger_id = store.ledger_id
+        lags = _run_lags(store, open_halts)
+    except Exception as exc:  # noqa: BLE001 - one line, whatever the database said
+        _die("status", f"cannot read the ledger {store.url}: {exc}")
     data = {
         "ledger": store.url,
+        "ledger_id": ledger_id,
+        "evaluation_lag": lags,
         "scaling_tag": cfg.scaling_tag,
         "open_halts": halts,
         "prefect": prefect,
@@ -167,7 +226,7 @@ def status(
 
 def _print_status(data: dict[str, Any]) -> None:
     echo = typer.echo
-    echo(f"ledger: {data['ledger']}")
+    echo(f"ledger: {data['ledger']} (id {data['ledger_id'] or 'none recorded: run `rsp init`'})")
     halts = data["open_halts"]
     echo(f"open halts: {len(halts)}" + ("" if halts else " (scaling is not halted)"))
     for d in halts:
@@ -206,6 +265,7 @@ def _print_status(data: dict[str, Any]) -> None:
             echo(f"  {dep['name']}  {state}  {'+'.join(dep['activities'])}{runs}{halted}{drift}")
     else:
         echo(f"prefect: UNREACHABLE at {pf['api_url']}: {pf['error']}")
+    _print_lags(data["evaluation_lag"])
     rec = data["reconcile"]
     if rec is None:
         echo("reconciler: has not run here yet")
@@ -275,7 +335,7 @@ def open_cmd(
     unknown = [a for a in acts if a not in ACTIVITIES]
     if unknown or not acts:
         _die("halt open", f"--activities must name training and/or deployment, got {activities!r}")
-    store = _open_ledger("halt open", ledger, create=False)
+    store = _open_ledger("halt open", ledger)
     try:
         request = HaltRequest.model_validate({"reason": reason, "activities": acts, "runs": _csv(runs),
                                               "opened_by": by})
@@ -360,6 +420,25 @@ def gate_check(
         raise typer.Exit(EXIT_PROBLEM)
 
 
+def gate_checkpoint(
+    run_id: Annotated[str, typer.Argument(help="The training run id.")],
+    step: Annotated[int, typer.Argument(help="The step of the checkpoint just written.")],
+    uri: Annotated[str | None, typer.Option("--uri", help="Where the checkpoint is.")] = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """A trainer reports a checkpoint it wrote (`checkpoint.written`), for trainers that are not Python:
+    the policy's evaluation lag bound counts these at `rsp gate check`. Exit 2 when it cannot be recorded."""
+    from tasks.gate import GateUnavailable, ScalingGate
+
+    if step < 0:
+        _die("gate checkpoint", f"STEP must be >= 0, got {step}")
+    try:
+        ScalingGate(ledger).checkpoint_written(run_id, step, uri=uri)
+    except GateUnavailable as exc:
+        _die("gate checkpoint", exc)
+    typer.echo(f"recorded: run {run_id!r} wrote step {step}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
     halt_app = typer.Typer(name="halt", help="Halts: list, open by hand, reconcile with Prefect.",
@@ -371,4 +450,5 @@ def register(app: typer.Typer) -> None:
     gate_app = typer.Typer(name="gate", help="The scaling gate that training runs check.", no_args_is_help=True,
                            add_completion=False)
     gate_app.command("check")(gate_check)
+    gate_app.command("checkpoint")(gate_checkpoint)
     app.add_typer(gate_app, name="gate")

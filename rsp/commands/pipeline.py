@@ -51,9 +51,12 @@ def evaluate(
 ) -> None:
     """Evaluate one checkpoint: benchmarks, quality gate, classification, safeguards, halt if unmet.
 
-    Exit 0 proceed, 1 halt (or fail-closed), 2 bad input.
+    Exit 0 proceed, 1 halt (or fail-closed), 2 bad input or no ledger (`rsp init` creates it).
     """
     _quiet_prefect_when_json(json_out)
+    from rsp.commands.ledger import open_ledger
+
+    open_ledger("evaluate", None).close()  # decide into the ledger in use, never into a new empty one
     from flows.evaluate import evaluate as evaluate_flow
 
     try:
@@ -83,6 +86,7 @@ def watch(
 ) -> None:
     """Detect new complete checkpoints and evaluate each exactly once.
 
+    The first watch creates the ledger if there is none yet (as `rsp init` does).
     Exit 0 when no evaluated checkpoint halted, 1 when one did (with --once).
     """
     _quiet_prefect_when_json(json_out)

@@ -16,14 +16,14 @@ def report(
     ledger: str = typer.Option(None, "--ledger", help="SQLAlchemy URL (default: configured ledger)."),
 ) -> None:
     """Write <runs_dir>/RUN/report.html and scores.png from every determination of the run."""
-    from tasks.ledger import Ledger
+    from rsp.commands.ledger import open_ledger
     from tasks.run_report import write_run_report
     from tasks.settings import get_settings
 
     settings = get_settings()
+    store = open_ledger("report", ledger)  # the existing ledger, never a new one (exit 2 naming it)
     try:
-        path = write_run_report(Ledger(ledger or settings.resolved_ledger_url, create=False),
-                                settings.resolved_runs_dir, run_id)
+        path = write_run_report(store, settings.resolved_runs_dir, run_id)
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line and exit 2
         fail(f"report failed: {type(exc).__name__}: {exc}")
     if path is None:

@@ -39,6 +39,8 @@ class ApplyReport(BaseModel):
     errors: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None  # why it was not applied, in one line
     automation: str | None = None
+    automation_state: dict[str, Any] | None = None  # the halt-guard automation after this apply
+    runs_recorded: list[str] = Field(default_factory=list)  # cancelled runs recorded as scaling.run_cancelled
     event: str | None = None  # the ledger event written: halt.applied, halt.apply_failed or None
     duration_s: float = 0.0
 
@@ -81,12 +83,14 @@ def apply_halt(
     attempts: int = DEFAULT_ATTEMPTS,
     backoff_s: float = DEFAULT_BACKOFF_S,
     record: bool = True,
+    spare_runs: Sequence[str] = (),
 ) -> ApplyReport:
     """Make Prefect agree with one open halt: pause its scaling deployments, cancel their
     scheduled/pending/running/paused runs, keep the halt automation's list current. `ledger`
-    None: the configured ledger."""
+    None: the configured ledger. `spare_runs`: flow run ids not to cancel (a trainer applying
+    the halt its own gate opened ends itself; cancelling it could kill it before it notifies)."""
     from policy.halts import scope_of
-    from tasks.enforcement.automation import sync_halt_automation
+    from tasks.enforcement.automation import GuardSync, automation_name, keep_guard
     from tasks.enforcement.enforce import HaltTarget, enforce, targets_of
     from tasks.enforcement.enforce import plan as make_plan
     from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
@@ -116,26 +120,31 @@ def apply_halt(
     def one_pass() -> Any:
         with prefect_client(url) as client:
             done = enforce(client, [target], scaling_tag=cfg.scaling_tag, names=cfg.names,
-                           message=f"halted by rsp-gate: {halt_id}")
+                           message=f"halted by rsp-gate: {halt_id}", spare_runs=spare_runs)
             # The automation reflects every open halt, not only this one.
             all_targets = targets_of(store.halts("open"))
             halted = make_plan(done.plan.deployments, [], all_targets).halted_deployment_ids()
             try:
-                automation = sync_halt_automation(client, cfg.scaling_tag, halted, create=False)
+                # Recreated if it was installed and has gone (restoring is recorded).
+                guard, _ = keep_guard(client, store, cfg.scaling_tag, halted, api_url=url,
+                                      halts=[t.halt_id for t in all_targets], by="apply", record=record)
             except Exception as exc:  # noqa: BLE001 - the automation is best effort; the gate is the guarantee
-                automation = f"error: {short_error(exc)}"
-            return done, automation
+                guard = GuardSync(name=automation_name(cfg.scaling_tag), error=short_error(exc))
+            return done, guard
 
     if url_error is not None:
         report.attempts, report.error = 0, url_error
     else:
         try:
-            (done, automation), report.attempts = with_retries(one_pass, attempts=attempts, backoff_s=backoff_s)
+            (done, guard), report.attempts = with_retries(one_pass, attempts=attempts, backoff_s=backoff_s)
         except Exception as exc:  # noqa: BLE001 - any failure means NOT applied; say why
             report.attempts = getattr(exc, "attempts", attempts)
             report.error = f"Prefect API at {url} failed: {short_error(exc)}"
         else:
-            report.automation = automation
+            report.automation = f"error: {guard.error}" if guard.error else guard.change
+            report.automation_state = guard.to_dict()
+            if record and done.cancelled:
+                report.runs_recorded = _record_cancelled(store, done, url)
             report.paused = done.paused
             report.cancelled = done.cancelled
             report.errors = done.errors
@@ -152,6 +161,18 @@ def apply_halt(
     if record:
         _record(store, report)
     return report
+
+
+def _record_cancelled(store: Ledger, done: Any, api_url: str | None) -> list[str]:
+    """The runs this apply cancelled, each on record once as an attempt past the halt."""
+    from tasks.enforcement.attempts import STOPPED_BY_APPLY, cancelled_by_enforcement, record_stopped_runs
+
+    stopped = cancelled_by_enforcement(done.cancelled, done.plan.runs, done.plan.deployments, STOPPED_BY_APPLY)
+    oldest = min((h.opened_seq for h in store.halts("open")), default=1)
+    try:
+        return record_stopped_runs(store, stopped, api_url=api_url, after_seq=oldest - 1)
+    except Exception:  # noqa: BLE001 - the halt.applied record below matters more; the next reconcile retries
+        return []
 
 
 def _record(store: Ledger, report: ApplyReport) -> None:

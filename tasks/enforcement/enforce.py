@@ -168,8 +168,10 @@ def enforce(
     names: Sequence[str] = (),
     message: str = "halted by rsp-gate",
     workers: int = WORKERS,
+    spare_runs: Sequence[str] = (),
 ) -> Enforcement:
-    """Pause every covered deployment, then cancel every covered active run.
+    """Pause every covered deployment, then cancel every covered active run, except `spare_runs`
+    (flow run ids: the run applying the halt, which is stopping itself at its gate).
 
     Runs are listed after the pauses, so a run created while pausing is still seen. A run
     created after this pass is the gate's (and the next reconcile's) to stop."""
@@ -188,6 +190,8 @@ def enforce(
     after = plan(deployments, runs, targets)
     after.to_pause = [d for d in first.to_pause if d.id not in {p["id"] for p in result.paused}]
     result.plan = after
+    if spare_runs:
+        after.to_cancel = [(run, halts) for run, halts in after.to_cancel if run.id not in set(spare_runs)]
     cancels = _parallel(after.to_cancel, lambda rh: cancel_flow_run(client, rh[0].id, message), workers)
     _raise_transient(cancels)
     for (run, halts), exc, state in cancels:

@@ -12,7 +12,8 @@ manual halt notifies like any other, and the steps run in the same order everywh
     notify      only when this call created the halt: the message with Approve / Reject
                 (Slack, console, JSONL file); delivery is retried from the outbox
     approval    only when this call created the halt: start the Prefect UI approval form
-                (the `await-approval/approval` deployment), best effort
+                (the `await-approval/approval` deployment), best effort; not for a halt that
+                lifts by itself (`evaluation_overdue`: the determinations catching up lift it)
 
 The steps are plain functions here; the halt flow passes their Prefect task wrappers
 (`tasks.enforcement.halt_tasks.PREFECT_STEPS`) so each shows as a task run. Prefect is
@@ -30,8 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from policy.determination import Determination
+from policy.halts import OverdueRef, lifts_automatically
 from tasks.enforcement.apply import ApplyReport, apply_halt
-from tasks.enforcement.halts import open_halt, open_manual_halt
+from tasks.enforcement.halts import open_halt, open_manual_halt, open_overdue_halt
 
 if TYPE_CHECKING:
     from policy.schema import Policy
@@ -43,9 +45,11 @@ Activity = Literal["training", "deployment"]
 
 class HaltRequest(BaseModel):
     """What to halt and why: a determination that decided `halt` (with where it sits in the
-    ledger), or an operator's reason and activities."""
+    ledger), a run past the policy's evaluation lag bound (`overdue`, with `reason`), or an
+    operator's reason and activities."""
 
     determination: Determination | None = None
+    overdue: OverdueRef | None = None
     determination_seq: int | None = None
     determination_subject: str | None = None
     activities: list[Activity] | None = None  # manual halts; None: training and deployment
@@ -111,7 +115,10 @@ def record_halt(request: HaltRequest, *, ledger: Ledger, policy: Policy | str | 
     """Write halt.opened (or find the halt this cause already opened). `policy` (a Policy, or a
     path / bundled id) supplies the approver rules recorded as what lifts the halt."""
     pol = _policy(policy)
-    if request.determination is not None:
+    if request.overdue is not None:
+        halt, created = open_overdue_halt(request.overdue, request.reason or "evaluation overdue", ledger=ledger,
+                                          policy=pol, opened_by=request.opened_by)
+    elif request.determination is not None:
         halt, created = open_halt(request.determination, ledger=ledger, runs=request.runs,
                                   seq=request.determination_seq, subject=request.determination_subject,
                                   policy=pol, opened_by=request.opened_by)
@@ -203,7 +210,9 @@ def open_and_enforce(
                  "re-applied" if apply else "not applied")
         return HaltOutcome(halt=recorded, apply=report)
     notified = notify_halt(recorded, report, ledger=ledger)
-    waiting = start_approval_wait(recorded.halt_id, api_url=api_url) if apply else False
+    waiting = False
+    if apply and not lifts_automatically(recorded.payload):
+        waiting = start_approval_wait(recorded.halt_id, api_url=api_url)
     return HaltOutcome(halt=recorded, apply=report, notified=notified, approval_wait=waiting)
 
 

@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from policy.halts import (
     HaltRecord,
+    OverdueRef,
     cause_key,
     determination_cause_base,
     manual_record,
+    overdue_cause_base,
+    overdue_record,
     record_for_determination,
     scope_for_determination,
     unmet_safeguards,
@@ -115,6 +118,34 @@ def open_manual_halt(
     return store.open_halt(record.model_dump(mode="json"))
 
 
+def open_overdue_halt(
+    overdue: OverdueRef,
+    reason: str,
+    *,
+    ledger: Ledger | None = None,
+    policy: Any | None = None,
+    opened_by: str = "scaling-gate",
+) -> tuple[Halt, bool]:
+    """The `evaluation_overdue` halt of `overdue.run_id`: the open one if there is one (created
+    False), else a new one at the cause's next epoch (each lift by catching up ends an epoch)."""
+    from tasks.ledger import ledger_or_configured
+
+    store = ledger_or_configured(ledger)
+    base = overdue_cause_base(overdue.run_id)
+    for epoch in range(MAX_EPOCHS):
+        key = cause_key(base, epoch)
+        existing = store.find_halt_by_cause(key)
+        if existing is None:
+            record = overdue_record(overdue, [reason], key=key, policy=policy, opened_by=opened_by)
+            halt, created = store.open_halt(record.model_dump(mode="json"))
+            if created or halt.is_open:
+                return halt, created
+            existing = halt
+        if existing.is_open:
+            return existing, False
+    raise RuntimeError(f"run {overdue.run_id} has been overdue and caught up {MAX_EPOCHS} times; refusing to go on")
+
+
 def open_record(record: HaltRecord, *, ledger: Ledger | None = None) -> tuple[Halt, bool]:
     from tasks.ledger import ledger_or_configured
 
@@ -144,4 +175,4 @@ def determination_of(ledger: Ledger, payload: Mapping[str, Any]) -> dict[str, An
     return None
 
 
-__all__ = ["determination_of", "open_halt", "open_manual_halt", "open_record"]
+__all__ = ["determination_of", "open_halt", "open_manual_halt", "open_overdue_halt", "open_record"]

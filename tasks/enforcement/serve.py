@@ -52,7 +52,8 @@ def serve_scaling(
     """Serve `deployments` (blocks, like `prefect.serve`), reconciling open halts at start-up
     and every `reconcile_every` seconds. `on_ready` is called with the start-up reconcile
     report once the deployments are registered and the halts re-applied. `ledger` None: the
-    configured ledger (opened once, used by every reconcile pass)."""
+    configured ledger (opened once, used by every reconcile pass), created if there is none yet:
+    the first `serve` is one of the commands that may create the ledger."""
     import asyncio
 
     from prefect.exceptions import TerminationSignal
@@ -61,10 +62,10 @@ def serve_scaling(
     from tasks.enforcement.automation import ensure_halt_automation
     from tasks.enforcement.prefect_api import resolve_api_url, short_error
     from tasks.enforcement.reconcile import reconcile
-    from tasks.ledger import ledger_or_configured
+    from tasks.ledger import Ledger
 
     url = resolve_api_url(api_url)
-    store = ledger_or_configured(ledger)
+    store = ledger if ledger is not None else Ledger(create=True)
 
     def run_once() -> ReconcileReport:
         report = reconcile(ledger=store, api_url=url, scaling_tag=scaling_tag, names=names)

@@ -21,11 +21,18 @@ evaluation.claimed / completed / released / failed (written by the claim methods
 
 from tasks.ledger.chain import GENESIS_HASH, ChainVerifier, Event, VerifyReport, event_hash, verify_events
 from tasks.ledger.claims import Claim
-from tasks.ledger.errors import ClaimConflict, HaltConflict, InvalidEvent, LedgerConflict, LedgerError
+from tasks.ledger.errors import (
+    ClaimConflict,
+    HaltConflict,
+    InvalidEvent,
+    LedgerConflict,
+    LedgerError,
+    LedgerNotFound,
+)
 from tasks.ledger.events import GenericEvent, LedgerEvent, LedgerEventModel, parse_event
 from tasks.ledger.export import ExportError, ExportResult, export_jsonl, export_to, read_jsonl, verify_jsonl
 from tasks.ledger.queries import Halt
-from tasks.ledger.store import Ledger, ledger_or_configured
+from tasks.ledger.store import Ledger, LedgerIdentity, ledger_or_configured
 
 __all__ = [
     "GENESIS_HASH",
@@ -44,6 +51,8 @@ __all__ = [
     "LedgerError",
     "LedgerEvent",
     "LedgerEventModel",
+    "LedgerIdentity",
+    "LedgerNotFound",
     "VerifyReport",
     "event_hash",
     "export_jsonl",

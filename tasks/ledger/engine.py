@@ -9,6 +9,8 @@ fails with "database is locked"; other databases lock the single head row (`FOR 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 
 from tasks.ledger import schema
 from tasks.ledger.chain import GENESIS_HASH
-from tasks.ledger.errors import LedgerError
+from tasks.ledger.errors import LedgerError, LedgerNotFound
 
 WRITE = "rsp_ledger_write"
 BUSY_TIMEOUT_S = 30.0
@@ -55,7 +57,7 @@ def open_engine(url: str, *, create: bool) -> Engine:
     path = _sqlite_path(url)
     if path is not None:
         if not create and not path.is_file():
-            raise LedgerError(f"no ledger at {shown}: file {path} does not exist")
+            raise LedgerNotFound(f"no ledger at {shown}: file {path} does not exist")
         if create:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,7 @@ def _ensure_schema(engine: Engine, *, create: bool) -> None:
     if not create:
         if not inspect(engine).has_table(schema.events.name):
             shown = engine.url.render_as_string(hide_password=True)
-            raise LedgerError(f"no ledger at {shown}: table {schema.events.name} missing")
+            raise LedgerNotFound(f"no ledger at {shown}: table {schema.events.name} missing")
         return
     with engine.connect() as conn:
         conn.execution_options(**{WRITE: True})
@@ -141,3 +143,20 @@ def _ensure_schema(engine: Engine, *, create: bool) -> None:
                         id=1, seq=0, hash=GENESIS_HASH, schema_version=schema.SCHEMA_VERSION
                     )
                 )
+            if conn.execute(select(schema.identity.c.id).where(schema.identity.c.id == 1)).first() is None:
+                ledger_id, origin = genesis_identity(conn) or (new_ledger_id(), "created")
+                conn.execute(insert(schema.identity).values(
+                    id=1, ledger_id=ledger_id, origin=origin,
+                    created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                ))
+
+
+def new_ledger_id() -> str:
+    return f"ledger-{uuid.uuid4().hex}"
+
+
+def genesis_identity(conn: Connection) -> tuple[str, str] | None:
+    """The identity of a ledger created before identities existed: its first event's hash (which
+    every later event's hash depends on). None while it has no event."""
+    row = conn.execute(select(schema.events.c.hash).where(schema.events.c.seq == 1)).first()
+    return None if row is None else (f"genesis-{row.hash[:32]}", "derived_from_genesis")

@@ -7,6 +7,11 @@ class LedgerError(Exception):
     """The ledger cannot be opened or used (bad URL, unreachable database, missing ledger)."""
 
 
+class LedgerNotFound(LedgerError):
+    """No ledger at the URL (no file, or no ledger tables in the database). Only `rsp init` and the
+    first `watch` / `serve` create one; everything else says which ledger it looked for."""
+
+
 class LedgerConflict(ValueError):
     """An event contradicts the ledger (a second halt for one cause, lifting a halt that is not open,
     completing a claim someone else holds). Nothing was written."""

@@ -68,5 +68,17 @@ claims = Table(
     Index("ix_ledger_claims_state_lease", "state", "lease_expires"),
 )
 
+# One row (id 1): which ledger this is. Written when the ledger is created (a random id), or, for a
+# ledger created before identities existed, derived from its first event the first time a creating
+# command (`rsp init`, watch, serve) opens it. Not a projection: `rebuild_projections` leaves it alone.
+identity = Table(
+    "ledger_identity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("ledger_id", String(200), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("origin", String(40), nullable=False),  # created | derived_from_genesis
+)
+
 SCHEMA_VERSION = 1
 PROJECTIONS = (determinations, halts, claims)

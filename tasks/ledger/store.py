@@ -7,6 +7,12 @@ head and commits, so seq is gapless and the chain linear with any number of writ
 Events are typed (tasks/ledger/events.py): `record(event, subject)` writes a model,
 `append(kind, subject, payload)` a kind and a dict, and both check a listed kind's
 payload against its model before anything is written.
+
+A ledger has an identity (`identity()`, `ledger_id`): a random id written when it is
+created, or, for a ledger older than identities, one derived from its first event. A gate
+configured with RSP_LEDGER_ID refuses any other ledger. Only the creating commands (`rsp
+init`, the first `watch` / `serve`) pass `create=True`; everything that only uses a ledger
+opens it with `create=False` and gets `LedgerNotFound` when there is none.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Self
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, inspect, select, update
 
 from tasks.ledger import projections, schema
 from tasks.ledger.chain import (
@@ -31,9 +38,9 @@ from tasks.ledger.chain import (
     utc_iso,
 )
 from tasks.ledger.claims import ClaimsMixin
-from tasks.ledger.engine import open_engine, read_tx, redact, write_tx
+from tasks.ledger.engine import genesis_identity, open_engine, read_tx, redact, write_tx
 from tasks.ledger.errors import InvalidEvent
-from tasks.ledger.events import LedgerEventModel, parse_event
+from tasks.ledger.events import CheckpointWritten, LedgerEventModel, parse_event
 from tasks.ledger.queries import QueriesMixin, row_event
 
 # Built once: constructing statements per append costs more than executing them on SQLite.
@@ -80,8 +87,18 @@ def _normalise(
     return text, decoded, parse_event(kind, decoded, subject)
 
 
+@dataclass(frozen=True)
+class LedgerIdentity:
+    ledger_id: str
+    origin: str  # created | derived_from_genesis (recorded) | genesis (derived now, not yet recorded)
+    created_at: str | None = None
+
+
 class Ledger(ClaimsMixin, QueriesMixin):
-    """Open (and by default create) the ledger at `url`; None means the configured one."""
+    """Open (and by default create) the ledger at `url`; None means the configured one.
+
+    `create=False` (what every command but `rsp init`, watch and serve uses) raises
+    `LedgerNotFound` when there is no ledger there, instead of creating an empty one."""
 
     def __init__(self, url: str | None = None, *, create: bool = True, clock: Clock | None = None) -> None:
         if url is None:
@@ -235,6 +252,39 @@ class Ledger(ClaimsMixin, QueriesMixin):
     ) -> list[Event]:
         return list(self.iter_events(kind=kind, subject=subject, after_seq=after_seq, limit=limit))
 
+    # -- identity and runs ------------------------------------------------------------------
+
+    def identity(self) -> LedgerIdentity | None:
+        """Which ledger this is: recorded at creation, else derived from the first event; None for an
+        empty ledger created before identities existed (the next `rsp init` assigns one)."""
+        with read_tx(self._engine) as conn:
+            if inspect(conn).has_table(schema.identity.name):
+                row = conn.execute(select(schema.identity).where(schema.identity.c.id == 1)).first()
+                if row is not None:
+                    return LedgerIdentity(row.ledger_id, row.origin, row.created_at)
+            derived = genesis_identity(conn)
+        return None if derived is None else LedgerIdentity(derived[0], "genesis")
+
+    @property
+    def ledger_id(self) -> str | None:
+        found = self.identity()
+        return None if found is None else found.ledger_id
+
+    def last_determined_step(self, run_id: str) -> int | None:
+        """The highest step of `run_id` with a recorded determination (one indexed read)."""
+        d = schema.determinations
+        with read_tx(self._engine) as conn:
+            return conn.execute(select(func.max(d.c.step)).where(d.c.run_id == run_id)).scalar()
+
+    def runs(self) -> list[str]:
+        """Every run the ledger knows: those with a determination or a checkpoint a trainer reported."""
+        d, e = schema.determinations, schema.events
+        with read_tx(self._engine) as conn:
+            found = set(conn.execute(select(d.c.run_id).where(d.c.run_id.is_not(None)).distinct()).scalars())
+            found |= set(conn.execute(select(e.c.subject).where(e.c.kind == CheckpointWritten.KIND).distinct())
+                         .scalars())
+        return sorted(found)
+
     # -- integrity -------------------------------------------------------------------------
 
     def verify(self, batch: int = 5000) -> VerifyReport:
@@ -278,9 +328,11 @@ class Ledger(ClaimsMixin, QueriesMixin):
 
 
 def ledger_or_configured(ledger: Ledger | None) -> Ledger:
-    """`ledger` when one is given, else a new `Ledger()` at the configured URL (RSP_LEDGER_URL or
-    <home>/ledger.db): what `ledger=None` means for every tasks-level function that takes one."""
-    return ledger if ledger is not None else Ledger()
+    """`ledger` when one is given, else the existing ledger at the configured URL (RSP_LEDGER_URL or
+    <home>/ledger.db): what `ledger=None` means for every tasks-level function that takes one.
+    Never creates one (LedgerNotFound): a halt or a vote written to a ledger nobody else reads
+    would be lost."""
+    return ledger if ledger is not None else Ledger(create=False)
 
 
-__all__ = ["GENESIS_HASH", "Ledger", "ledger_or_configured"]
+__all__ = ["GENESIS_HASH", "Ledger", "LedgerIdentity", "ledger_or_configured"]

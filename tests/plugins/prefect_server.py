@@ -337,6 +337,20 @@ def prefect_server(prefect_server_control: PrefectServerProcess) -> str:
     return prefect_server_control.url
 
 
+def _no_watcher_policy(folder: Path) -> Path:
+    """The bundled policy with an evaluation lag bound these trainers never reach: they run with no
+    watcher by design (the halts under test are manual), where the real bound would stop them after
+    two checkpoints (tests/test_lag.py tests that)."""
+    import yaml
+
+    path = folder / "no-watcher-policy.yaml"
+    if not path.exists():
+        data = yaml.safe_load((REPO_ROOT / "policy" / "frameworks" / "anthropic-rsp.yaml").read_text())
+        data["cadence"].update(max_unevaluated_checkpoints=10_000, max_evaluation_lag="366d")
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 @pytest.fixture
 def unique_scaling_tag() -> str:
     return f"scaling-{uuid.uuid4().hex[:10]}"
@@ -362,7 +376,7 @@ def serve_process_factory(
         config = {"deployments": deployments, "scaling_tag": scaling_tag, "ledger_url": ledger_url,
                   "reconcile_every": reconcile_every, "automation": automation}
         env = {"RSP_HOME": str(home or workdir / "rsp-home"), "RSP_LEDGER_URL": ledger_url,
-               "RSP_SCALING_TAG": scaling_tag}
+               "RSP_SCALING_TAG": scaling_tag, "RSP_POLICY": str(_no_watcher_policy(tmp_path))}
         proc = ServeProcess(prefect_server_control, workdir, config, env).start()
         started.append(proc)
         return proc
