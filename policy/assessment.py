@@ -1,6 +1,8 @@
 """The arithmetic of one assessment, on plain values: how deep it goes, which benchmarks run
-first, what a preliminary assessment carries forward, when it escalates to comprehensive, and
-the per-benchmark scores later checkpoints of the run compare against.
+first, what a preliminary assessment carries forward, when it escalates to comprehensive (an
+early-warning result, or a forecast that a threshold may be crossed before the next
+comprehensive step: `policy.forecast`), and the per-benchmark scores later checkpoints of the
+run compare against.
 
 No I/O: the evaluate flow reads the ledger and hands in the payloads it recorded earlier
 (determinations as written, `Determination.model_dump(mode="json")` plus `scores`).
@@ -15,6 +17,14 @@ from typing import Any
 
 from policy.cadence import CadenceDecision, LastComprehensive, assessment_depth, escalates
 from policy.determination import Determination, ThresholdResult
+from policy.forecast import (
+    DEFAULT_SETTINGS,
+    ForecastSettings,
+    MeasureForecast,
+    forecast_measures,
+    next_comprehensive_compute,
+    warnings,
+)
 from policy.identity import policy_sha256
 from policy.results import SampleTable
 from policy.sandbagging import PastScore
@@ -39,6 +49,19 @@ class AssessmentPlan:
     first: tuple[str, ...]
     # None: nothing may be carried (no earlier comprehensive result, or one under another policy).
     carried: Mapping[str, ThresholdResult] | None = None
+    # Forecasts from the run's earlier checkpoints (when the caller handed in its history), the
+    # effective compute of the next comprehensive assessment after this one, and the forecasts whose
+    # earliest crossing comes before it: each is recorded as a forecast warning.
+    forecasts: tuple[MeasureForecast, ...] = ()
+    next_comprehensive: float | None = None
+    warnings: tuple[MeasureForecast, ...] = ()
+
+    def warning_payloads(self, run_id: str, step: int | None) -> list[dict[str, Any]]:
+        """What each forecast warning records (`warnings` against `next_comprehensive`)."""
+        if self.next_comprehensive is None:
+            return []
+        return [w.warning_payload(run_id=run_id, step=step, next_comprehensive=self.next_comprehensive)
+                for w in self.warnings]
 
 
 @dataclass(frozen=True)
@@ -79,15 +102,41 @@ def first_benchmarks(policy: Policy, depth: CadenceDecision) -> tuple[str, ...]:
 
 
 def plan_assessment(policy: Policy, effective_compute: float, now: dt.datetime,
-                    prior: PriorComprehensive | None, *, policy_sha: str | None = None) -> AssessmentPlan:
+                    prior: PriorComprehensive | None, *, policy_sha: str | None = None,
+                    history: Iterable[Mapping[str, Any]] | None = None,
+                    forecast_settings: ForecastSettings = DEFAULT_SETTINGS) -> AssessmentPlan:
     """Depth from the policy's cadence, the benchmarks to run first, and what may be carried.
-    `policy_sha`: the policy's sha256 when the caller has it already (computed otherwise)."""
+    `policy_sha`: the policy's sha256 when the caller has it already (computed otherwise).
+
+    `history`: the run's recorded determination payloads (those with less effective compute are
+    used). With it, each measure is forecast, and a preliminary assessment escalates to
+    comprehensive when a gating measure's earliest forecast crossing (the band's upper edge) comes
+    before the cadence's next comprehensive step (when the policy escalates on early warning)."""
     last = None if prior is None else last_comprehensive(prior)
     depth = assessment_depth(policy.cadence, effective_compute, now, last)
     carried = None
     if prior is not None:
         carried = carried_thresholds(prior, policy_sha if policy_sha is not None else policy_sha256(policy))
-    return AssessmentPlan(depth=depth, first=first_benchmarks(policy, depth), carried=carried)
+    if history is None:
+        return AssessmentPlan(depth=depth, first=first_benchmarks(policy, depth), carried=carried)
+    forecasts = tuple(forecast_measures(policy, history, below_compute=effective_compute,
+                                        settings=forecast_settings))
+    if depth.assessment == "preliminary" and last is not None and policy.cadence.escalate_on_early_warning:
+        due = next_comprehensive_compute(policy.cadence, last.effective_compute)
+        early = warnings(forecasts, due)
+        if early and due is not None:
+            depth = CadenceDecision("comprehensive", forecast_escalation_reason(early, due, depth.reason))
+    after = effective_compute if depth.assessment == "comprehensive" else (last.effective_compute if last else None)
+    upcoming = next_comprehensive_compute(policy.cadence, after)
+    return AssessmentPlan(depth=depth, first=first_benchmarks(policy, depth), carried=carried, forecasts=forecasts,
+                          next_comprehensive=upcoming, warnings=tuple(warnings(forecasts, upcoming)))
+
+
+def forecast_escalation_reason(early: list[MeasureForecast], due: float, preliminary_reason: str) -> str:
+    first = min(early, key=lambda f: f.curve.earliest or float("inf"))
+    return (f"escalated by forecast: {first.measure} may cross {first.comparison} {first.threshold:g} from "
+            f"{first.curve.earliest:.2e} FLOP (upper band), before the next comprehensive step at {due:.2e} FLOP"
+            f"{f' ({len(early)} measures in all)' if len(early) > 1 else ''}; cadence alone: {preliminary_reason}")
 
 
 def escalates_to_comprehensive(policy: Policy, det: Determination) -> bool:

@@ -2,8 +2,10 @@
 
 A plot per benchmark of its score (with the confidence interval) against effective
 compute across the run's checkpoints, with the policy's threshold and early-warning
-lines and the first checkpoint that required more than the baseline marked; then the
-latest determination's thresholds and safeguards. Written as one standalone HTML file
+lines and the first checkpoint that required more than the baseline marked, and the forecast
+(`policy/forecast.py`): the fitted curve, its bootstrap band and, per threshold, the forecast
+crossing with its band (drawn when the policy the run was decided under can be read); then the
+latest determination's thresholds and safeguards, and the forecasts. Written as one standalone HTML file
 (the plot embedded, no network needed to view it) in the run's folder, and published
 as Prefect artifacts when running under Prefect. `rsp report RUN` regenerates it.
 """
@@ -15,10 +17,14 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy.determination import Determination
 from tasks.storage import write_atomic
+
+if TYPE_CHECKING:
+    from policy.forecast import MeasureForecast
+    from policy.schema import Policy
 
 
 def _series(dets: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[float, int, float, float, float]]]:
@@ -50,7 +56,7 @@ def first_escalation(dets: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def plot_png(dets: list[dict[str, Any]], title: str) -> bytes:
+def plot_png(dets: list[dict[str, Any]], title: str, forecasts: list[MeasureForecast] | None = None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,8 +68,12 @@ def plot_png(dets: list[dict[str, Any]], title: str) -> bytes:
     rows = max(1, math.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     crossing = first_escalation(dets)
+    by_key: dict[tuple[str, str], list[MeasureForecast]] = {}
+    for f in forecasts or ():
+        by_key.setdefault((f.benchmark, f.metric), []).append(f)
     for ax, key in zip(axes.flat, keys):
         pts = series[key]
+        _plot_forecast(ax, by_key.get(key, []), pts[0][0], pts[-1][0])
         x = [p[0] for p in pts]
         y = [p[2] for p in pts]
         err = [[p[2] - p[3] for p in pts], [p[4] - p[2] for p in pts]]
@@ -82,13 +92,49 @@ def plot_png(dets: list[dict[str, Any]], title: str) -> bytes:
         ax.set_xlabel("effective compute (FLOP)", fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.suptitle(title + "  —  red: threshold, orange dashed: early warning, dotted: first escalation",
-                 fontsize=9)
+    legend = "red: threshold, orange dashed: early warning, dotted: first escalation"
+    if forecasts:
+        legend += ", grey band: forecast, ◆: forecast crossing (bar: its band)"
+    fig.suptitle(f"{title}  —  {legend}", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _plot_forecast(ax: Any, forecasts: list[MeasureForecast], first: float, last: float) -> None:
+    """The fitted curve and its band (once per benchmark and metric), up to 30x the latest compute,
+    and each threshold's forecast crossing (a diamond at the threshold, its band as a bar)."""
+    import numpy as np
+
+    fitted = [f for f in forecasts if f.curve.ok]
+    if not fitted:
+        return
+    right = last * 30.0
+    xs = np.geomspace(first, right, 120)
+    curve = fitted[0].curve
+    low, high = curve.band_at(xs)
+    ax.fill_between(xs, low, high, color="#7f8c8d", alpha=0.18, lw=0, label=f"forecast, {curve.band:.0%} band")
+    ax.plot(xs, curve.predict(xs), color="#7f8c8d", lw=1, ls="--")
+    for f in fitted:
+        c = f.curve
+        if c.crossing is None or c.crossing > right:
+            continue
+        lo_x = c.earliest if c.earliest is not None else c.crossing
+        hi_x = min(c.latest if c.latest is not None else right, right)
+        ax.errorbar([c.crossing], [f.threshold], xerr=[[max(c.crossing - lo_x, 0.0)], [max(hi_x - c.crossing, 0.0)]],
+                    fmt="D", color="#8e44ad", ms=4, capsize=3, lw=1)
+
+
+def _forecast_rows(forecasts: list[MeasureForecast], next_step: float | None) -> list[list[Any]]:
+    def flop(v: float | None) -> str:
+        return "never" if v is None else f"{v:.2e}"
+
+    return [[f.measure, f.status + (" — WARNING" if f.warns(next_step) else ""), f.curve.checkpoints,
+             flop(f.curve.crossing) if f.curve.ok else "—",
+             f"{flop(f.curve.earliest)} – {flop(f.curve.latest)}" if f.curve.ok else "—",
+             f.describe() if not f.curve.ok else f.curve.reason] for f in forecasts]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -97,7 +143,9 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes) -> str:
+def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes, forecasts: list[MeasureForecast] | None = None,
+                next_step: float | None = None, recorded_warnings: list[dict[str, Any]] | None = None,
+                forecast_note: str | None = None) -> str:
     from tasks.report import threshold_rows
 
     latest = Determination.model_validate({k: v for k, v in dets[-1].items()
@@ -129,22 +177,65 @@ def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes) -> str:
 {_table(["threshold", "status", "benchmark", "n", "mean [CI]", "limit", "early warning", "triggers"], thr)}
 <h2>Safeguards (latest checkpoint)</h2>
 {_table(["safeguard", "kind", "required by", "state", "evidence"], sg) if sg else "<p>None required.</p>"}
+<h2>Forecast</h2>{_forecast_html(forecasts, next_step, recorded_warnings, forecast_note)}
 <h2>Decision</h2><ul>{"".join(f"<li>{html.escape(r)}</li>" for r in latest.decision_reasons)}</ul>
 <p><small>Every row above is read from the hash-chained ledger; verify it with <code>rsp audit verify</code>.</small></p>
 </body></html>
 """
 
 
-def write_run_report(ledger: Any, runs_dir: Path, run_id: str) -> Path | None:
-    """Regenerate <runs_dir>/<run_id>/report.html (+ scores.png) from the ledger; None if no determinations."""
+def _forecast_html(forecasts: list[MeasureForecast] | None, next_step: float | None,
+                   recorded: list[dict[str, Any]] | None, note: str | None) -> str:
+    if not forecasts:
+        return f"<p>No forecast: {html.escape(note or 'no policy to forecast against')}.</p>"
+    head = ("<p>Each measure's scores fitted against log effective compute (a logistic from the benchmark's "
+            "chance score, bootstrapped over checkpoints). A warning: the band's earliest crossing comes before "
+            f"the next comprehensive step, at {'—' if next_step is None else f'{next_step:.2e}'} FLOP.</p>")
+    table = _table(["measure", "status", "checkpoints", "forecast crossing (FLOP)", "band (FLOP)", "fit"],
+                   _forecast_rows(forecasts, next_step))
+    rec = "".join(f"<li>step {html.escape(str(w.get('step')))}: {html.escape(str(w.get('message')))}</li>"
+                  for w in recorded or ())
+    return head + table + (f"<p>Forecast warnings recorded:</p><ul>{rec}</ul>" if rec else "")
+
+
+def run_forecasts(dets: list[dict[str, Any]], policy: Policy | None = None
+                  ) -> tuple[list[MeasureForecast], float | None, str | None]:
+    """(forecasts, next comprehensive compute, why there are none) for the run's determinations, under
+    `policy` or else the policy the latest determination names (if it still has that sha256)."""
+    from policy.forecast import forecast_measures, last_comprehensive_compute, next_comprehensive_compute
+    from policy.identity import policy_sha256
+
+    if policy is None:
+        from tasks.inputs import read_policy
+
+        ref = dets[-1].get("policy_ref")
+        if not ref:
+            return [], None, "the determinations do not name their policy"
+        try:
+            policy = read_policy(ref)
+        except Exception as exc:  # noqa: BLE001 - no forecast, said why; the report is still written
+            return [], None, f"policy {ref} unreadable: {exc}"
+        if policy_sha256(policy) != (dets[-1].get("policy") or {}).get("sha256"):
+            return [], None, f"policy {ref} changed since the latest determination"
+    next_step = next_comprehensive_compute(policy.cadence, last_comprehensive_compute(dets))
+    return forecast_measures(policy, dets), next_step, None
+
+
+def write_run_report(ledger: Any, runs_dir: Path, run_id: str, policy: Policy | None = None) -> Path | None:
+    """Regenerate <runs_dir>/<run_id>/report.html (+ scores.png) from the ledger; None if no determinations.
+    The forecast uses `policy`, else the policy the determinations name (none if it cannot be read)."""
+    from tasks.ledger.events import ForecastWarning
+
     dets = sorted(ledger.determinations(run_id), key=lambda d: (d["checkpoint"]["step"]))
     if not dets:
         return None
     folder = Path(runs_dir) / run_id
-    png = plot_png(dets, f"run {run_id}")
+    forecasts, next_step, note = run_forecasts(dets, policy)
+    recorded = [e.payload for e in ledger.events(kind=ForecastWarning.KIND, subject=run_id)]
+    png = plot_png(dets, f"run {run_id}", forecasts)
     write_atomic(folder / "scores.png", png)
     path = folder / "report.html"
-    write_atomic(path, render_html(run_id, dets, png).encode())
+    write_atomic(path, render_html(run_id, dets, png, forecasts, next_step, recorded, note).encode())
     _publish(run_id, path, dets)
     return path
 
