@@ -71,7 +71,7 @@ def await_approval(
     from tasks.safeguards.roster import load_roster
 
     log = get_run_logger()
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(ledger_url, create=False)  # never a new, empty ledger that no gate reads
     run_id = _flow_run_id()
     halt = ledger.halt(halt_id)
     if halt is None:

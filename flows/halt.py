@@ -66,7 +66,7 @@ def halt(
         determination_subject=determination_subject, activities=activities, runs=runs, reason=reason, cause=cause,
         opened_by=opened_by,
     )
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(ledger_url, create=False)  # never a new, empty ledger that no gate reads
     try:
         return open_and_enforce(request, ledger=ledger, policy=policy, api_url=api_url, scaling_tag=scaling_tag,
                                 steps=PREFECT_STEPS)

@@ -32,7 +32,7 @@ def resume(halt_id: str, ledger_url: str | None = None, api_url: str | None = No
         api_url: Prefect API URL where the halted deployments are resumed (default: PREFECT_API_URL).
         scaling_tag: Tag marking scaling deployments (default: settings, "scaling").
     """
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(ledger_url, create=False)  # never a new, empty ledger that no gate reads
     try:
         result = try_lift_task(halt_id, ledger=ledger, api_url=api_url, scaling_tag=scaling_tag,
                                trigger="resume flow")

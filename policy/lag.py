@@ -20,7 +20,7 @@ Nothing here reads a clock or a ledger: the caller passes `now` and the facts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from policy.schema import Policy
@@ -93,15 +93,23 @@ def assess_lag(
     written: Iterable[WrittenCheckpoint],
     last_determined_step: int | None,
     now: dt.datetime,
+    determined: Collection[int] | None = None,
 ) -> LagVerdict:
-    """How far `run_id` is ahead of its last determination, and whether that is past the bound."""
+    """How far `run_id` is ahead of its last determination, and whether that is past the bound.
+
+    `determined`, when given, is the set of the run's steps that have a determination: a reported
+    checkpoint is pending unless its own step is in it (the gate passes it). Without it, every step
+    up to `last_determined_step` counts as determined."""
     by_step: dict[int, dt.datetime] = {}
     for ck in written:
         # A step reported twice (a retried write) counts once, at its first report.
         if ck.step not in by_step or ck.written_at < by_step[ck.step]:
             by_step[ck.step] = ck.written_at
     newest = max(by_step) if by_step else None
-    pending = sorted(s for s in by_step if last_determined_step is None or s > last_determined_step)
+    if determined is not None:
+        pending = sorted(s for s in by_step if s not in determined)
+    else:
+        pending = sorted(s for s in by_step if last_determined_step is None or s > last_determined_step)
     oldest_step = pending[0] if pending else None
     oldest_at = by_step[oldest_step] if oldest_step is not None else None
     # The oldest unevaluated checkpoint by time, not only by step: a resumed run may rewrite a low step late.

@@ -34,7 +34,7 @@ from tasks.stores import (
     checkpoint_key,
     key_problem,
 )
-from tasks.stores.base import printable_key
+from tasks.stores.base import StoreError, printable_key
 
 WriteRaw = Callable[[str, bytes], None]
 
@@ -404,3 +404,33 @@ def test_siblings_duplicates_and_a_reuploaded_checkpoint(prefect_server, rsp_hom
     # Nothing more to do: the new content is decided and the change recorded once.
     again = _watch(pipeline_policy, str(root), full_scan=True)
     assert again.evaluated == [] and len(ledger.events(kind="checkpoint.changed")) == 1
+
+
+class _OneUnreadable(LocalFolderStore):
+    """A folder where reading one manifest fails the way S3 AccessDenied, an archived object or a disk
+    error does (the store raises StoreError). Root ignores file modes, so the failure is injected."""
+
+    def __init__(self, root: Path, unreadable: set[str]) -> None:
+        super().__init__(root)
+        self.unreadable = unreadable
+
+    def read_manifest(self, ref: Any) -> bytes:
+        if ref.key in self.unreadable:
+            raise StoreError(f"{ref.key}: access denied")
+        return super().read_manifest(ref)
+
+
+def test_one_unreadable_manifest_is_rejected_and_the_others_load(tmp_path: Path) -> None:
+    root = tmp_path / "ck"
+    for step in (1, 2, 3):
+        folder = root / "run-a" / f"step-{step:09d}"
+        folder.mkdir(parents=True)
+        (folder / MANIFEST_NAME).write_bytes(raw_manifest("run-a", step))
+    store = _OneUnreadable(root, {"run-a/step-000000002"})
+    loaded = store.load_all(store.list_manifests())
+    assert [c.step for c in loaded.checkpoints] == [1, 3]
+    (rejected,) = loaded.rejected
+    assert rejected.key == "run-a/step-000000002" and "unreadable" in rejected.reason
+    everything = _OneUnreadable(root, {f"run-a/step-{s:09d}" for s in (1, 2, 3)})
+    with pytest.raises(StoreError, match="access denied"):  # the store is down, not one object: abort
+        everything.load_all(everything.list_manifests())

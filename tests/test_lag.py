@@ -176,8 +176,10 @@ def test_the_gate_closes_with_an_evaluation_overdue_halt_recorded_and_notified(
     assert caught.value.halt_id == halt.halt_id and overdue_run(halt.payload) == "run-a"
     assert halt.payload["what"] == {"activities": ["training"], "runs": ["run-a"]}
     assert halt.payload["why"]["overdue"]["unevaluated"] == 2
-    # Recorded, applied (no Prefect here: recorded as not applied), notified, like any halt.
-    assert kinds(ledger, halt.halt_id)[:2] == ["halt.opened", "halt.apply_failed"]
+    # Recorded, applied (or, with no Prefect server reachable, recorded as not applied: whether one is
+    # depends on which tests ran before in this session), notified, like any halt.
+    opened, applied = kinds(ledger, halt.halt_id)[:2]
+    assert opened == "halt.opened" and applied in ("halt.applied", "halt.apply_failed")
     assert "notification.sent" in kinds(ledger, halt.halt_id)
     sent = [json.loads(line) for line in (home / "notifications.jsonl").read_text().splitlines()]
     assert any(n["halt_id"] == halt.halt_id and n["event"] == "halt.opened" for n in sent)
@@ -252,6 +254,9 @@ def test_a_reconcile_pass_lifts_it_when_the_trainer_is_gone(ledger: Ledger, cloc
     assert report.lifted == [] and report.halts == [halt.halt_id]  # not caught up yet
     determine(ledger, "run-a", 2)
     report = reconcile(ledger=ledger, state_path=tmp_path / "reconcile.json")
+    assert report.lifted == [], "step 2's determination does not cover step 1"
+    determine(ledger, "run-a", 1)
+    report = reconcile(ledger=ledger, state_path=tmp_path / "reconcile.json")
     assert report.lifted == [halt.halt_id] and report.halts == []
     assert ledger.events(kind="evaluation.caught_up")[0].payload["checked_by"] == "reconcile"
 
@@ -307,3 +312,24 @@ def test_a_demo_run_with_no_watcher_stops_within_the_time_bound(home: Path, monk
     # Closed at the first gate check past the bound: within one step of it, far short of 200 steps.
     assert dt.timedelta(seconds=2) < opened - times[0] < dt.timedelta(seconds=2 + 3 * 0.25 + 2), (times, opened)
     assert 3 <= len(times) < 40 and elapsed < 60
+
+
+def test_a_determination_at_a_step_nobody_reported_does_not_cover_the_run(ledger: Ledger, clock: Clock) -> None:
+    """A stray manifest at step 10**6 (anyone who can write to the bucket can place one) gets a
+    determination; that must not make the trainer's own unevaluated checkpoints look evaluated."""
+    gate = ScalingGate(ledger=ledger, now=clock)
+    gate.checkpoint_written("run-a", 1)
+    determine(ledger, "run-a", 1_000_000)
+    gate.checkpoint_written("run-a", 2)
+    with pytest.raises(ScalingHalted):
+        gate.check("run-a")
+    determine(ledger, "run-a", 1)
+    assert not gate.is_open("run-a"), "step 2 is still without a determination of its own"
+    determine(ledger, "run-a", 2)
+    gate.check("run-a")
+
+
+def test_only_the_steps_determined_count_when_the_set_is_given() -> None:
+    written = [WrittenCheckpoint(s, at(s)) for s in (1, 2, 3)]
+    v = assess_lag("r", BOUND, written, 10**6, at(10), determined={10**6, 2})
+    assert (v.unevaluated, v.oldest_unevaluated_step, v.overdue) == (2, 1, True)

@@ -67,6 +67,7 @@ class RunLagTracker:
         self._written: dict[int, dt.datetime] = {}
         self._newest: int | None = None
         self.last_determined_step: int | None = None
+        self._determined: set[int] = set()
 
     def refresh(self, ledger: Ledger) -> None:
         from tasks.ledger.events import CheckpointWritten
@@ -78,11 +79,11 @@ class RunLagTracker:
                 self._newest = step if self._newest is None else max(self._newest, step)
             self._after_seq = event.seq
         self.last_determined_step = ledger.last_determined_step(self.run_id)
+        self._determined = ledger.determined_steps(self.run_id) if self._written else set()
 
     @property
     def unevaluated(self) -> int:
-        frontier = self.last_determined_step
-        return sum(1 for step in self._written if frontier is None or step > frontier)
+        return sum(1 for step in self._written if step not in self._determined)
 
     @property
     def caught_up(self) -> bool:
@@ -95,10 +96,10 @@ class RunLagTracker:
     def verdict(self, bound: LagBound, now: dt.datetime) -> LagVerdict:
         # Only what can matter: the checkpoints past the last determination, and the newest one
         # (cheap before every step however long the run's history).
-        frontier, newest = self.last_determined_step, self.newest_step
+        newest = self.newest_step
         written = [WrittenCheckpoint(step, at) for step, at in self._written.items()
-                   if frontier is None or step > frontier or step == newest]
-        return assess_lag(self.run_id, bound, written, frontier, now)
+                   if step not in self._determined or step == newest]
+        return assess_lag(self.run_id, bound, written, self.last_determined_step, now, determined=self._determined)
 
 
 def run_lag(ledger: Ledger, run_id: str, bound: LagBound, now: dt.datetime | None = None) -> LagVerdict:

@@ -276,6 +276,15 @@ class Ledger(ClaimsMixin, QueriesMixin):
         with read_tx(self._engine) as conn:
             return conn.execute(select(func.max(d.c.step)).where(d.c.run_id == run_id)).scalar()
 
+    def determined_steps(self, run_id: str) -> set[int]:
+        """Every step of `run_id` with a recorded determination. The lag bound counts a reported checkpoint
+        as evaluated only when its own step was determined: a higher step does not cover it (a stray
+        manifest at step 10**6 must not make the run look caught up)."""
+        d = schema.determinations
+        with read_tx(self._engine) as conn:
+            return {int(s) for s in conn.execute(select(d.c.step).where(d.c.run_id == run_id, d.c.step.is_not(None))
+                                                 .distinct()).scalars()}
+
     def runs(self) -> list[str]:
         """Every run the ledger knows: those with a determination or a checkpoint a trainer reported."""
         d, e = schema.determinations, schema.events

@@ -278,12 +278,15 @@ class CheckpointStore(abc.ABC):
 
     def load_all(self, refs: Iterable[ManifestRef], *, max_workers: int = 1) -> LoadResult:
         """Load every ref, keeping listing order; rejected and vanished manifests are set aside
-        so one hostile manifest never blocks the others. StoreError propagates (abort the tick)."""
+        so one hostile manifest never blocks the others. One object that cannot be read (access
+        denied, archived, a disk error) is rejected with the reason like a bad manifest, and the
+        others load; when every read fails, the store itself is down: StoreError propagates and
+        the tick aborts (nothing is recorded as rejected for an outage)."""
 
-        def one(ref: ManifestRef) -> Checkpoint | ManifestRejected | ManifestGone:
+        def one(ref: ManifestRef) -> Checkpoint | ManifestRejected | ManifestGone | StoreError:
             try:
                 return self.load(ref)
-            except (ManifestRejected, ManifestGone) as exc:
+            except (ManifestRejected, ManifestGone, StoreError) as exc:
                 return exc
 
         refs = list(refs)
@@ -292,6 +295,11 @@ class CheckpointStore(abc.ABC):
                 outcomes = list(pool.map(one, refs))
         else:
             outcomes = [one(ref) for ref in refs]
+        failed = [o for o in outcomes if isinstance(o, StoreError)]
+        if failed and len(failed) == len(outcomes):
+            raise failed[0]
+        outcomes = [ManifestRejected(r.key, f"manifest unreadable: {o}") if isinstance(o, StoreError) else o
+                    for r, o in zip(refs, outcomes, strict=True)]
         return LoadResult(
             checkpoints=tuple(o for o in outcomes if isinstance(o, Checkpoint)),
             rejected=tuple(o for o in outcomes if isinstance(o, ManifestRejected)),
