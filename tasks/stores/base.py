@@ -295,10 +295,11 @@ class CheckpointStore(abc.ABC):
                 outcomes = list(pool.map(one, refs))
         else:
             outcomes = [one(ref) for ref in refs]
-        failed = [o for o in outcomes if isinstance(o, StoreError)]
+        # ManifestGone is a StoreError too, and not a failure to read: it stays "vanished".
+        failed = [o for o in outcomes if isinstance(o, StoreError) and not isinstance(o, ManifestGone)]
         if failed and len(failed) == len(outcomes):
             raise failed[0]
-        outcomes = [ManifestRejected(r.key, f"manifest unreadable: {o}") if isinstance(o, StoreError) else o
+        outcomes = [ManifestRejected(r.key, f"manifest unreadable: {o}") if o in failed else o
                     for r, o in zip(refs, outcomes, strict=True)]
         return LoadResult(
             checkpoints=tuple(o for o in outcomes if isinstance(o, Checkpoint)),
