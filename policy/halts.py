@@ -183,6 +183,12 @@ def overdue_cause_base(run_id: str) -> str:
     return f"overdue:{_digest({'run_id': run_id})[:32]}"
 
 
+def _policy_sha(policy: Any | None) -> str | None:
+    from policy.identity import policy_sha256
+
+    return None if policy is None else policy_sha256(policy)
+
+
 def manual_cause_key() -> str:
     # Each operator halt is its own cause: two operators halting for the same words are two decisions.
     return f"manual:{uuid.uuid4().hex}#0"
@@ -273,11 +279,7 @@ def manual_record(
         raise ValueError("a manual halt needs a reason")
     key = key or manual_cause_key()
     scope = HaltScope(activities=tuple(activities), runs=tuple(runs) if runs else (ALL_RUNS,))  # type: ignore[arg-type]
-    sha = None
-    if policy is not None:
-        from policy.identity import policy_sha256
-
-        sha = policy_sha256(policy)
+    sha = _policy_sha(policy)
     return HaltRecord(
         halt_id=halt_id_for(key),
         cause_key=key,
@@ -315,11 +317,7 @@ def overdue_record(
 ) -> OverdueHaltRecord:
     """The halt record of a run that is past the policy's evaluation lag bound: it stops that run's
     training (a deployment of an evaluated checkpoint is not what lags) and lifts by itself."""
-    sha = None
-    if policy is not None:
-        from policy.identity import policy_sha256
-
-        sha = policy_sha256(policy)
+    sha = _policy_sha(policy)
     return OverdueHaltRecord(
         halt_id=halt_id_for(key),
         cause_key=key,

@@ -106,13 +106,10 @@ class GateHalt:
 
 def _default_ledger(ledger_url: str | None) -> Ledger:
     from tasks.ledger import Ledger
-
-    if ledger_url is not None:
-        return Ledger(ledger_url, create=False)
     from tasks.settings import get_settings
 
     # Never created here: a trainer that finds no ledger must stop, not train against an empty one.
-    return Ledger(get_settings().resolved_ledger_url, create=False)
+    return Ledger(get_settings().resolved_ledger_url if ledger_url is None else ledger_url, create=False)
 
 
 def _utc_now() -> dt.datetime:
@@ -356,24 +353,18 @@ def flow_run_origin() -> dict[str, Any]:
     flow_run = getattr(ctx, "flow_run", None) if ctx is not None else None
     if flow_run is None:
         return {"started_by": "direct call (no Prefect flow run)"}
+    from tasks.enforcement.prefect_api import describe_start
+
     created_by = flow_run.created_by.model_dump(mode="json") if getattr(flow_run, "created_by", None) else None
     deployment_id = str(flow_run.deployment_id) if flow_run.deployment_id else None
-    if getattr(flow_run, "auto_scheduled", False):
-        started_by = "schedule (auto-scheduled run)"
-    elif created_by and created_by.get("type"):
-        started_by = f"{str(created_by['type']).lower()}: {created_by.get('display_value') or created_by.get('id')}"
-    elif deployment_id:
-        started_by = "deployment run started by hand (UI, API or CLI)"
-    elif getattr(flow_run, "parent_task_run_id", None):
-        started_by = "subflow call"
-    else:
-        started_by = "direct call of the flow function"
+    auto_scheduled = bool(getattr(flow_run, "auto_scheduled", False))
     return {
-        "started_by": started_by,
+        "started_by": describe_start(created_by, deployment_id, auto_scheduled,
+                                     getattr(flow_run, "parent_task_run_id", None)),
         "flow_run_id": str(flow_run.id),
         "flow_run_name": flow_run.name,
         "deployment_id": deployment_id,
-        "auto_scheduled": bool(getattr(flow_run, "auto_scheduled", False)),
+        "auto_scheduled": auto_scheduled,
         "created_by": created_by,
         "tags": list(flow_run.tags or []),
     }
