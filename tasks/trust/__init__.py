@@ -1,0 +1,1 @@
+"""Signatures: keys for people and the gate, signed statements, signed ledger heads."""
