@@ -17,6 +17,9 @@ Rules, in the order they apply:
    roles covers only one of them; a policy asking for a CEO and an RSO wants two people.
 5. Satisfied when not rejected, at least `quorum` distinct approvers, and every
    must_include role matched.
+6. An unverified ballot (no signature: the Prefect UI form, `rsp approve` without a key)
+   counts, approval or rejection, only in the roles for which the rules trust its channel
+   (`trusted_unsigned_channels`, empty by default): otherwise it is listed as `unverified`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class ApprovalRules:
     roles: tuple[str, ...]
     quorum: int
     must_include: tuple[str, ...] = ()
+    # role -> unsigned channels whose votes count for that role (policy.schema.Approvals)
+    trusted_unsigned: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.roles:
@@ -57,8 +62,20 @@ class ApprovalRules:
         roles, quorum = get("roles"), get("quorum")
         if not roles or not isinstance(quorum, int) or isinstance(quorum, bool):
             raise ValueError(f"approval rules need roles and an integer quorum, got roles={roles!r} quorum={quorum!r}")
+        trusted = get("trusted_unsigned_channels") or {}
+        if not isinstance(trusted, Mapping):
+            raise ValueError(f"trusted_unsigned_channels must map roles to channels, got {trusted!r}")  # noqa: TRY004 - callers catch ValueError for unusable rules
         return cls(roles=tuple(str(r) for r in roles), quorum=quorum,
-                   must_include=tuple(str(r) for r in (get("must_include") or ())))
+                   must_include=tuple(str(r) for r in (get("must_include") or ())),
+                   trusted_unsigned={str(r): tuple(str(c) for c in cs) for r, cs in trusted.items() if cs})
+
+    def counted_roles(self, ballot: Ballot) -> frozenset[str]:
+        """The approver roles a ballot counts in: all its eligible roles when verified, else only
+        those whose trusted unsigned channels include the ballot's channel."""
+        eligible = self.eligible_roles(ballot.roles)
+        if ballot.verified:
+            return eligible
+        return frozenset(r for r in eligible if ballot.channel in self.trusted_unsigned.get(r, ()))
 
     def eligible_roles(self, held: Iterable[str]) -> frozenset[str]:
         return frozenset(held) & frozenset(self.roles)
@@ -70,17 +87,23 @@ class ApprovalRules:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"roles": list(self.roles), "quorum": self.quorum, "must_include": list(self.must_include)}
+        out: dict[str, Any] = {"roles": list(self.roles), "quorum": self.quorum, "must_include": list(self.must_include)}
+        if self.trusted_unsigned:
+            out["trusted_unsigned_channels"] = {r: list(cs) for r, cs in self.trusted_unsigned.items()}
+        return out
 
 
 @dataclass(frozen=True)
 class Ballot:
-    """One vote: who, approve or reject, and the roles that person holds (all of them)."""
+    """One vote: who, approve or reject, the roles it is cast in, and whether a signature (or
+    Slack's) vouches for it; `channel` names how an unverified one arrived."""
 
     person: str
     decision: Decision
     roles: frozenset[str] = frozenset()
     seq: int = 0  # where the vote sits in the ledger; only for reporting
+    verified: bool = True
+    channel: str | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -97,6 +120,7 @@ class Tally:
     ignored_after_rejection: int
     assignment: Mapping[str, str] = field(default_factory=dict)  # must_include role -> approver covering it
     missing_roles: tuple[str, ...] = ()  # must_include roles no distinct approver covers yet
+    unverified: tuple[str, ...] = ()  # people whose unsigned ballots did not count (channel not trusted)
 
     @property
     def rejected(self) -> bool:
@@ -119,6 +143,8 @@ class Tally:
         more = f"; {self.needed} more needed"
         if self.missing_roles:
             more += f", including a distinct approver holding {' and '.join(self.missing_roles)}"
+        if self.unverified:
+            more += f"; not counted, unsigned: {', '.join(self.unverified)}"
         return f"{have}{who}{more}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +157,7 @@ class Tally:
             "missing_roles": list(self.missing_roles),
             "assignment": dict(self.assignment),
             "ineligible": list(self.ineligible),
+            "unverified": list(self.unverified),
         }
 
 
@@ -159,16 +186,19 @@ def tally(rules: ApprovalRules | Any, ballots: Iterable[Ballot]) -> Tally:
     rules = ApprovalRules.of(rules)
     approvers: dict[str, frozenset[str]] = {}
     ineligible: list[str] = []
+    unverified: list[str] = []
     rejected_by: str | None = None
     ignored = 0
     for ballot in ballots:
         if rejected_by is not None:
             ignored += 1
             continue
-        eligible = rules.eligible_roles(ballot.roles)
+        eligible = rules.counted_roles(ballot)
         if not eligible:
-            if ballot.person not in ineligible:
-                ineligible.append(ballot.person)
+            untrusted = not ballot.verified and rules.eligible_roles(ballot.roles)
+            skipped = unverified if untrusted else ineligible
+            if ballot.person not in skipped:
+                skipped.append(ballot.person)
             continue
         if ballot.decision == "reject":
             rejected_by = ballot.person
@@ -179,7 +209,7 @@ def tally(rules: ApprovalRules | Any, ballots: Iterable[Ballot]) -> Tally:
     satisfied = rejected_by is None and len(approvers) >= rules.quorum and not missing
     return Tally(rules=rules, satisfied=satisfied, rejected_by=rejected_by, approvers=tuple(approvers),
                  ineligible=tuple(ineligible), ignored_after_rejection=ignored, assignment=assignment,
-                 missing_roles=missing)
+                 missing_roles=missing, unverified=tuple(unverified))
 
 
 def voter_problem(rules: ApprovalRules | Any, person: str, roles: Iterable[str]) -> str | None:

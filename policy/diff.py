@@ -120,7 +120,8 @@ def _canon(value: Any) -> str:
 
 
 # Free-form mappings whose keys the schema does not name: shown whole, as one change.
-_OPAQUE = {"benchmarks[*].runner", "safeguards[*].verification.params"}
+_OPAQUE = {"benchmarks[*].runner", "safeguards[*].verification.params", "approvals.trusted_unsigned_channels",
+           "safeguards[*].verification.trusted_unsigned_channels"}
 # Tagged unions: when the tag differs the other fields mean different things, so the value is one change.
 _DISCRIMINATED = {"safeguards[*].verification": "method"}
 _MEASURES = "thresholds[*].measures"
@@ -656,6 +657,29 @@ _fail_closed_switch = _transitions(
 )
 
 
+def _trusted_pairs(value: Any) -> set[tuple[str, str]]:
+    return {(str(role), str(ch)) for role, chans in (value or {}).items() for ch in chans or ()}
+
+
+def _trusted_unsigned(noun: str) -> Rule:
+    """Role -> unsigned channels whose word counts for it: any (role, channel) pair added loosens."""
+
+    def rule(site: _Site) -> Verdict:
+        old, new = _trusted_pairs(site.old), _trusted_pairs(site.new)
+        added = sorted(new - old)
+        removed = sorted(old - new)
+
+        def shown(pairs: list[tuple[str, str]]) -> str:
+            return ", ".join(f"{ch} for {role}" for role, ch in pairs)
+
+        if added:
+            return True, (f"{noun} now trusted unsigned: {shown(added)}; an unsigned claim of that role "
+                          f"now counts" + (f" (no longer trusted: {shown(removed)})" if removed else ""))
+        return False, f"{noun} no longer trusted unsigned: {shown(removed) or 'none'}; only signed ones count there"
+
+    return rule
+
+
 _RULES: dict[str, Rule] = {
     "schema_version": _descriptive("schema_version"),
     "framework.id": _descriptive("framework id"),
@@ -842,6 +866,11 @@ _RULES: dict[str, Rule] = {
         "lifting a halt now needs its approval",
         "lifting a halt no longer needs its approval",
     ),
+    "approvals.trusted_unsigned_channels": _trusted_unsigned("votes via"),
+    "safeguards[*].verification.trusted_unsigned_channels": _trusted_unsigned("attestations"),
+    # Reported whole (_OPAQUE); listed so every schema field has a rule.
+    "approvals.trusted_unsigned_channels[*]": _trusted_unsigned("votes via"),
+    "safeguards[*].verification.trusted_unsigned_channels[*]": _trusted_unsigned("attestations"),
     "fail_closed.undetermined_counts_as_crossed": _fail_closed_switch,
     "fail_closed.rule_out": _rule_out,
     "fail_closed.confidence": _scale(

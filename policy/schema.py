@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -115,6 +116,14 @@ class Benchmark(_Strict):
     # How it runs (Inspect task, command, importer); interpreted by tasks/, opaque to the core.
     runner: dict[str, str | int | float | bool] | None = None
 
+    @field_validator("runner")
+    @classmethod
+    def _known_scoring(cls, v: dict[str, str | int | float | bool] | None) -> dict[str, Any] | None:
+        # `scoring` changes what a score means, so a typo is refused when the policy loads, not mid-run.
+        if v is not None and "scoring" in v and v["scoring"] not in ("generate", "loglikelihood"):
+            raise ValueError(f"runner.scoring must be 'generate' or 'loglikelihood', got {v['scoring']!r}")
+        return v
+
 
 class Measure(_Strict):
     """One if-then comparison: IF metric(benchmark) <comparison> threshold THEN the rule fires."""
@@ -154,10 +163,46 @@ class CapabilityThreshold(_Strict):
     additional_safeguards: list[Identifier] = Field(default_factory=list)
 
 
+# Who vouches without a signature (tasks/trust): a vote from the Prefect UI form or `rsp approve --as` without
+# `--key`, or an attestation record without a signature, counts for a role only where the policy lists that
+# channel for that role. Empty (the default) is strict: only signed votes and attestations (and Slack votes,
+# verified by Slack's signing secret) count. Left out of the canonical form when empty, so a policy that does
+# not use it keeps the sha256 it had before the field existed.
+UnsignedVoteChannel = Literal["prefect-ui", "cli-unsigned"]
+UnsignedAttestationChannel = Literal["unsigned"]
+_TRUST_FIELD = "trusted_unsigned_channels"
+
+
+def _omit_empty_trust(data: Any) -> Any:
+    if isinstance(data, dict) and not data.get(_TRUST_FIELD):
+        data.pop(_TRUST_FIELD, None)
+    return data
+
+
+def _trust_problems(trusted: Mapping[str, Sequence[str]], roles: list[str], where: str) -> list[str]:
+    problems = [f"{where}.{_TRUST_FIELD}.{role}: '{role}' is not among {where}.roles" for role in trusted
+                if role not in roles]
+    problems += [f"{where}.{_TRUST_FIELD}.{role}: lists a channel twice" for role, chans in trusted.items()
+                 if len(set(chans)) != len(chans)]
+    return problems
+
+
 class AttestationVerification(_Strict):
     method: Literal["attestation"]
     roles: Annotated[list[Identifier], Field(min_length=1)]
     max_age_days: Annotated[int, Field(ge=1, le=3650)]
+    trusted_unsigned_channels: dict[Identifier, list[UnsignedAttestationChannel]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _trusted_roles_attest(self) -> AttestationVerification:
+        problems = _trust_problems(self.trusted_unsigned_channels, self.roles, "verification")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_trust(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_empty_trust(handler(self))
 
 
 class AutomatedVerification(_Strict):
@@ -228,6 +273,18 @@ class Approvals(_Strict):
     roles: Annotated[list[Identifier], Field(min_length=1)]
     quorum: Annotated[int, Field(ge=1, le=20)]
     must_include: list[Identifier] = Field(default_factory=list)
+    trusted_unsigned_channels: dict[Identifier, list[UnsignedVoteChannel]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _trusted_roles_approve(self) -> Approvals:
+        problems = _trust_problems(self.trusted_unsigned_channels, self.roles, "approvals")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_trust(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_empty_trust(handler(self))
 
 
 class FailClosed(_Strict):

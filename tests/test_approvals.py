@@ -71,8 +71,11 @@ def test_rules_validate_and_come_from_a_policy(approval_world: ApprovalWorld) ->
 
 def vote(world: ApprovalWorld, halt_id: str, person: str | None, decision: str = "approve",
          new_round: bool = False) -> Any:
-    return record_vote(VoteRequest(halt_id=halt_id, decision=decision, person=person, justification="checked",
-                                   channel="cli", new_round=new_round), ledger=world.ledger, roster=world.roster())
+    """A vote signed with the person's roster key; unsigned for someone who has none (not on the roster)."""
+    req = (world.signed(halt_id, person, decision, new_round=new_round) if person in world.keys else
+           VoteRequest(halt_id=halt_id, decision=decision, person=person, justification="checked",
+                       channel="cli-unsigned", new_round=new_round))
+    return record_vote(req, ledger=world.ledger, roster=world.roster())
 
 
 def kinds(ledger: Ledger, subject: str) -> list[str]:
@@ -213,36 +216,39 @@ def test_cli_approve_reject_and_resume(approval_world: ApprovalWorld) -> None:
     halt = w.open_halt()
     hid = halt.halt_id
 
-    first = rsp("approve", hid, "--as", "bob", "--justification", "reviewed the evals")
+    key = {p: str(path) for p, path in w.keys.items()}
+    first = rsp("approve", hid, "--as", "bob", "--key", key["bob"], "--justification", "reviewed the evals")
     assert first.exit_code == 0, first.output
     assert "1 more approval(s) needed, including a distinct approver holding rso" in first.output
     assert "safeguards still missing: sg-base (unmet" in first.output
 
-    assert rsp("approve", hid, "--as", "carol", "-j", "x").exit_code == 1  # no approver role
+    assert rsp("approve", hid, "--as", "carol", "--key", key["carol"], "-j", "x").exit_code == 1  # no approver role
     assert rsp("approve", hid, "--as", "mallory", "-j", "x").exit_code == 1  # not on the roster
-    assert rsp("approve", hid, "--as", "alice", "-j", "  ").exit_code == 2  # empty justification
-    missing = rsp("approve", "halt-nope", "--as", "alice", "-j", "x")
+    assert rsp("approve", hid, "--as", "alice", "--key", key["alice"], "-j", "  ").exit_code == 2  # empty justification
+    missing = rsp("approve", "halt-nope", "--as", "alice", "--key", key["alice"], "-j", "x")
     assert missing.exit_code == 2 and "no halt" in missing.output
 
-    second = rsp("approve", hid, "--as", "alice", "-j", "safeguards planned")
-    assert second.exit_code == 0, second.output
+    second = rsp("approve", hid, "--as", "alice", "--key", key["alice"], "-j", "safeguards planned")
+    assert second.exit_code == 1, second.output  # quorum reached, lift refused: the halt stays (as resume exits)
     assert "NOT lifted" in second.output and "missing: sg-base (unmet" in second.output
 
     w.attest("sg-base")
     resumed = rsp("resume", hid)
     assert resumed.exit_code == 0, resumed.output
     assert "LIFTED" in resumed.output
-    after = rsp("reject", hid, "--as", "erin", "-j", "too late")
+    after = rsp("reject", hid, "--as", "erin", "--key", key["erin"], "-j", "too late")
     assert after.exit_code == 1 and "already lifted" in after.output
 
 
 def test_cli_reject_closes_round_and_new_round_reopens(approval_world: ApprovalWorld) -> None:
     w = approval_world
     hid = w.open_halt().halt_id
-    rejected = rsp("reject", hid, "--as", "bob", "-j", "not convinced")
+    key = {p: str(path) for p, path in w.keys.items()}
+    rejected = rsp("reject", hid, "--as", "bob", "--key", key["bob"], "-j", "not convinced")
     assert rejected.exit_code == 0 and "round 1 is closed" in rejected.output
-    assert rsp("approve", hid, "--as", "alice", "-j", "please").exit_code == 1
-    reopened = rsp("approve", hid, "--as", "alice", "-j", "new evidence", "--new-round", "--json")
+    assert rsp("approve", hid, "--as", "alice", "--key", key["alice"], "-j", "please").exit_code == 1
+    reopened = rsp("approve", hid, "--as", "alice", "--key", key["alice"], "-j", "new evidence", "--new-round",
+                   "--json")
     assert reopened.exit_code == 0, reopened.output
     assert '"round": 2' in reopened.output
 

@@ -264,10 +264,13 @@ def test_two_checkpoints_of_one_run_and_step_get_their_own_run_folders(tmp_path:
 def attested_baseline(rsp_home: Path) -> None:
     """The tiny policy's baseline safeguard, attested by a CISO on the roster (as in test_flows)."""
     from tasks.safeguards import new_attestation, open_evidence_store
+    from tasks.trust.keys import generate_key_files, load_private_key
 
     rsp_home.mkdir(parents=True, exist_ok=True)
-    (rsp_home / "roster.yaml").write_text("people:\n  carol: {roles: [ciso]}\n")
-    open_evidence_store().write(new_attestation("sg-base", "carol", "ciso", "baseline audit 2026-11"))
+    key, line = generate_key_files(rsp_home / "keys", "carol")  # a throwaway key: attestations are signed
+    (rsp_home / "roster.yaml").write_text(f"people:\n  carol: {{roles: [ciso], public_keys: ['{line}']}}\n")
+    open_evidence_store().write(new_attestation("sg-base", "carol", "ciso", "baseline audit 2026-11",
+                                                key=load_private_key(key)))
 
 
 def _ledger() -> Any:

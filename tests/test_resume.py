@@ -16,7 +16,7 @@ from uuid import UUID
 
 import pytest
 
-from tasks.approvals import VoteRequest, record_vote, try_lift
+from tasks.approvals import record_vote, try_lift
 from tests.plugins.prefect_server import closed_port_url, wait_for
 from tests.plugins.slack_api import ApprovalWorld
 
@@ -52,6 +52,7 @@ def test_prefect_ui_forms_become_votes_and_quorum_lifts(prefect_server: str, app
     from flows.approval import await_approval
 
     w = approval_world
+    w.trusting({"rso": ["prefect-ui"], "ceo": ["prefect-ui"]})  # the UI form is unsigned: counts only if trusted
     halt = w.open_halt()
     w.attest("sg-base")
     thread, out = in_thread(await_approval, halt.halt_id, timeout_s=120, poll_interval_s=1)
@@ -83,8 +84,8 @@ def test_prefect_ui_forms_become_votes_and_quorum_lifts(prefect_server: str, app
     assert "error" not in out, out.get("error")
     assert out["result"]["outcome"] == "lifted"
     votes = w.ledger.events(kind="vote.recorded", subject=halt.halt_id)
-    assert [(v.payload["person"], v.payload["channel"], v.payload["channel_ref"]) for v in votes] == [
-        ("alice", "prefect-ui", run_id), ("bob", "prefect-ui", run_id)]
+    assert [(v.payload["person"], v.payload["channel"], v.payload["channel_ref"], v.payload["verified"])
+            for v in votes] == [("alice", "prefect-ui", run_id, False), ("bob", "prefect-ui", run_id, False)]
     assert not w.ledger.halt(halt.halt_id).is_open
     wait_for(lambda: run_state(run_id) == "COMPLETED", 20, what="the approval run to complete")
 
@@ -94,7 +95,7 @@ def test_timed_out_wait_never_reads_as_approved(prefect_server: str, approval_wo
 
     w = approval_world
     halt = w.open_halt()
-    vote = record_vote(VoteRequest(halt.halt_id, "approve", "alice", "ok", "cli"), ledger=w.ledger, roster=w.roster())
+    vote = record_vote(w.signed(halt.halt_id, "alice"), ledger=w.ledger, roster=w.roster())
     assert vote.ok
     result = await_approval(halt.halt_id, timeout_s=2, poll_interval_s=1)
     assert result["outcome"] == "timed_out"
@@ -111,8 +112,7 @@ def test_resume_flow_lifts_once_and_reports_what_is_missing(prefect_server: str,
     w = approval_world
     halt = w.open_halt()
     for person in ("alice", "erin"):
-        assert record_vote(VoteRequest(halt.halt_id, "approve", person, "ok", "cli"), ledger=w.ledger,
-                           roster=w.roster()).ok
+        assert record_vote(w.signed(halt.halt_id, person), ledger=w.ledger, roster=w.roster()).ok
     refused = resume(halt.halt_id)
     assert not refused["lifted"] and [m["id"] for m in refused["missing"]] == ["sg-base"]
     w.attest("sg-base")
@@ -138,8 +138,7 @@ def _paused(deployment_id: str) -> bool:
 
 def _approve_all(w: ApprovalWorld, halt_id: str) -> None:
     for person in ("alice", "bob"):
-        assert record_vote(VoteRequest(halt_id, "approve", person, "ok", "cli"), ledger=w.ledger,
-                           roster=w.roster()).ok
+        assert record_vote(w.signed(halt_id, person), ledger=w.ledger, roster=w.roster()).ok
 
 
 def test_resume_only_what_this_halt_paused_and_no_other_halt_covers(

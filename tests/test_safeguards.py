@@ -14,6 +14,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -39,6 +41,7 @@ from tasks.safeguards import (
 )
 from tasks.safeguards.roster import default_roster_path
 from tasks.storage import s3_client
+from tasks.trust.keys import fingerprint, public_key_line
 from tests.plugins.policies import TINY_POLICY, make_table, policy_with
 from tests.test_bucket_hardening import closed_port, make_bucket
 from tests.test_probe import FakeClassifier, classifier  # noqa: F401 - fixture
@@ -46,12 +49,24 @@ from tests.test_probe import FakeClassifier, classifier  # noqa: F401 - fixture
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 
-ROSTER_YAML = """\
+# Throwaway signing keys, in memory; mallory's is on no roster.
+KEYS = {p: Ed25519PrivateKey.generate() for p in ("alice", "bob", "carol", "mallory")}
+PUB = {p: public_key_line(k.public_key(), p) for p, k in KEYS.items()}
+
+ROSTER_YAML = f"""\
 people:
-  alice: {roles: [ciso], slack_user_id: U0ALICE, name: Alice}
-  bob: {roles: [rso, ceo], slack_user_id: U0BOB}
-  carol: {roles: []}
+  alice: {{roles: [ciso], slack_user_id: U0ALICE, name: Alice, public_keys: ['{PUB["alice"]}']}}
+  bob: {{roles: [rso, ceo], slack_user_id: U0BOB, public_keys: ['{PUB["bob"]}']}}
+  carol: {{roles: [], public_keys: ['{PUB["carol"]}']}}
 """
+
+
+def key_file(folder: Path, person: str) -> str:
+    """`person`'s key as an OpenSSH private key file, for the CLI's --key."""
+    path = folder / f"{person}.key"
+    path.write_bytes(KEYS[person].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                serialization.NoEncryption()))
+    return str(path)
 
 
 @pytest.fixture
@@ -71,8 +86,11 @@ def ctx_with(store: Any, roster_file: Path | None, now: dt.datetime = NOW, **kw:
 
 
 def attest(store: Any, safeguard: str = "sg-base", by: str = "alice", role: str = "ciso",
-           at: dt.datetime = NOW - 10 * DAY, expires: dt.datetime | None = None, evidence: str = "SOC2 report v3"):
-    return store.write(new_attestation(safeguard, by, role, evidence, attested_at=at, expires_at=expires))
+           at: dt.datetime = NOW - 10 * DAY, expires: dt.datetime | None = None, evidence: str = "SOC2 report v3",
+           signer: str | None = ""):
+    """Write a record signed with `signer`'s key (default: the attester's own; None: unsigned)."""
+    key = None if signer is None else KEYS[signer or by]
+    return store.write(new_attestation(safeguard, by, role, evidence, attested_at=at, expires_at=expires, key=key))
 
 
 # --- roster -----------------------------------------------------------------------------------------
@@ -436,19 +454,21 @@ def cli(*args: str):
 def test_cli_attest_and_list(tmp_path: Path, roster_file: Path, tiny_policy: Policy) -> None:
     ev = tmp_path / "ev"
     common = ["--store", str(ev), "--policy", str(TINY_POLICY), "--roster", str(roster_file)]
-    r = cli("attest", "sg-base", "--by", "alice", "--role", "ciso", "--evidence", "SOC2 2026", *common)
+    r = cli("attest", "sg-base", "--by", "alice", "--role", "ciso", "--evidence", "SOC2 2026",
+            "--key", key_file(tmp_path, "alice"), *common)
     assert r.exit_code == 0, r.output
     assert r.output.startswith("recorded sg-base attested by alice as ciso at ")
     r = cli("attest", "sg-affirmative", "--by", "bob", "--role", "rso", "--evidence", "safety case v2",
-            "--expires", "2099-01-01T00:00:00Z", "--json", *common)
+            "--expires", "2099-01-01T00:00:00Z", "--json", "--key", key_file(tmp_path, "bob"), *common)
     assert r.exit_code == 0, r.output
     written = json.loads(r.output)
     assert written["expires_at"].startswith("2099-01-01") and Path(written["source"]).is_file()
-    r = cli("list", "--store", str(ev))
+    r = cli("list", "--store", str(ev), "--roster", str(roster_file))
     assert r.exit_code == 0, r.output
+    assert f"signed by {fingerprint(KEYS['alice'].public_key())}" in r.output
     assert "* sg-base" in r.output and "alice (ciso)" in r.output and "SOC2 2026" in r.output
     assert "* sg-affirmative" in r.output and "expires 2099-01-01T00:00:00+00:00" in r.output
-    r = cli("list", "--store", str(ev), "--json", "--safeguard", "sg-base")
+    r = cli("list", "--store", str(ev), "--json", "--safeguard", "sg-base", "--roster", str(roster_file))
     data = json.loads(r.output)
     assert list(data["records"]) == ["sg-base"] and data["records"]["sg-base"][0]["attested_by"] == "alice"
     assert data["problems"] == []
@@ -469,9 +489,16 @@ def test_cli_attest_and_list(tmp_path: Path, roster_file: Path, tiny_policy: Pol
     (["sg-base", "--by", "alice", "--role", "ciso", "--expires", "2099-01-01T00:00:00"], "has no timezone"),
     (["sg-base", "--by", "alice", "--role", "ciso", "--expires", "2001-01-01T00:00:00Z"], "is not in the future"),
     (["sg-base", "--by", "al ice", "--role", "ciso"], "attested_by"),
+    (["sg-base", "--by", "alice", "--role", "ciso"], "an unsigned attestation would not count for 'ciso'"),
+    (["sg-base", "--by", "alice", "--role", "ciso", "--key", "bob"], "is not listed for 'alice'"),
+    (["sg-base", "--by", "alice", "--role", "ciso", "--key", "nokey"], "no such key file"),
 ])
 def test_cli_attest_rejects(tmp_path: Path, roster_file: Path, args: list[str], message: str) -> None:
     ev = tmp_path / "ev"
+    if "--key" in args:
+        at = args.index("--key") + 1
+        args = [*args[:at], key_file(tmp_path, args[at]) if args[at] in KEYS else str(tmp_path / args[at]),
+                *args[at + 1:]]
     r = runner.invoke(app, ["evidence", "attest", *args, "--evidence", "x", "--store", str(ev),
                             "--policy", str(TINY_POLICY), "--roster", str(roster_file)])
     assert r.exit_code == 2, r.output
@@ -503,7 +530,8 @@ def test_cli_with_s3_store_from_settings(tmp_path: Path, roster_file: Path, s3_e
     monkeypatch.setenv("RSP_CONFIG", os.devnull)
     get_settings.cache_clear()
     try:
-        r = cli("attest", "sg-sec4", "--by", "alice", "--role", "ciso", "--evidence", "red team report")
+        r = cli("attest", "sg-sec4", "--by", "alice", "--role", "ciso", "--evidence", "red team report",
+                "--key", key_file(tmp_path, "alice"))
         assert r.exit_code == 0, r.output
         assert f"s3://{s3_bucket}/evidence/sg-sec4@" in r.output
         r = cli("list")

@@ -1,29 +1,38 @@
 """`rsp approve | reject | resume | serve-approvals | notify retry`: approvals from the command line.
 
-    rsp approve HALT_ID --as PERSON --justification TEXT [--new-round] [--no-lift] [--json]
-    rsp reject  HALT_ID --as PERSON --justification TEXT [--json]
+    rsp approve HALT_ID --as PERSON --key PATH [--role ROLE] --justification TEXT [--new-round] [--no-lift] [--json]
+    rsp reject  HALT_ID --as PERSON --key PATH [--role ROLE] --justification TEXT [--json]
     rsp resume  HALT_ID [--json]                  lift now if quorum and safeguards allow
     rsp serve-approvals [--host 127.0.0.1] [--port 8080]   the Slack interactivity service
     rsp notify retry [--force] [--json]           deliver notifications that failed earlier
 
+With `--key` (or $RSP_SIGNING_KEY) the vote is a statement signed with the person's ed25519
+key (tasks/trust/votes.py), verified against the roster's public keys before it counts; a
+signature that does not verify (a key outside the roster, another person's key, a statement for
+another halt or one already used) is refused and recorded. Without a key the vote is recorded
+as `cli-unsigned` and counts only where the policy trusts that channel for the role.
 Same rules as Slack and the Prefect UI: the person must be on the roster and hold one of the
 policy's approver roles; approvals count per distinct person; a rejection closes the round
 (`--new-round` opens the next). When an approval completes the quorum, the lift is tried at
 once (safeguards re-verified; `--no-lift` leaves it to `rsp resume`).
 
 Exit codes: 0 vote recorded (or halt lifted, for resume); 1 refused (unknown person, no
-approver role, halt lifted, round rejected, lift not allowed); 2 bad input (no such halt,
-empty justification, unreadable ledger or roster). Errors are one line on stderr.
+approver role, halt lifted, round rejected), or the vote completed the quorum and the lift it
+triggered was refused (safeguards unmet: the halt stays, as `rsp resume` reports it); 2 bad
+input (no such halt, empty justification, no ledger, unreadable roster). Errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import getpass
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+import os
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rsp.console import EXIT_PROBLEM, EXIT_USAGE, print_json
+from rsp.commands.ledger import ledger_line, open_ledger
+from rsp.console import EXIT_PROBLEM, print_json
+from rsp.console import die as _die
 
 if TYPE_CHECKING:
     from tasks.ledger import Ledger
@@ -39,11 +48,12 @@ PolicyOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Your person id, as in the roster.")]
 JustOpt = Annotated[str, typer.Option("--justification", "-j", help="Why (recorded in the audit ledger).")]
-
-
-def _die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"rsp {command}: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", envvar="RSP_SIGNING_KEY",
+    help="Your ed25519 private key file (OpenSSH or PEM) to sign the vote with; its public key must be in the "
+         "roster. Without it the vote is recorded unsigned and counts only where the policy trusts cli-unsigned.")]
+RoleOpt = Annotated[str | None, typer.Option(
+    "--role", help="The approver role you sign as; default: your only approver role in the roster.")]
 
 
 def _settings(command: str) -> Any:
@@ -55,13 +65,6 @@ def _settings(command: str) -> Any:
         return get_settings()
     except ValidationError as exc:
         _die(command, f"invalid settings: {exc}")
-
-
-def _ledger(command: str, url: str | None) -> Ledger:
-    # The existing ledger, never a new one: exit 2 naming the ledger looked for (rsp/commands/ledger.py).
-    from rsp.commands.ledger import open_ledger
-
-    return open_ledger(command, url)
 
 
 def _roster(command: str, path: str | None) -> Any:
@@ -102,9 +105,36 @@ def _safeguard_lines(outcome: Any, policy: Any, settings: Any, ledger: Ledger) -
                                                      for k, v in missing.items())]
 
 
+def _signed(command: str, key_path: str, decision: str, halt_id: str, person: str, role: str | None,
+            roster: Any, ledger: Ledger, settings: Any, policy: Any) -> tuple[dict[str, Any], str]:
+    """(statement, signature) for this vote, signed with the key at `key_path`."""
+    from tasks.approvals.state import halt_rules
+    from tasks.trust.keys import KeyProblem, load_private_key
+    from tasks.trust.votes import new_nonce, now_iso, sign_vote, vote_statement
+
+    try:
+        key = load_private_key(key_path, passphrase=os.environ.get("RSP_SIGNING_KEY_PASSPHRASE"))
+    except KeyProblem as exc:
+        _die(command, f"--key: {exc}")
+    if role is None:
+        held = sorted(roster.roles_of(person))
+        halt = ledger.halt(halt_id)
+        rules = None if halt is None else halt_rules(ledger, halt, settings=settings, policy=policy).rules
+        # Their approver roles; failing those, what they hold (the vote is then refused as unauthorised).
+        candidates = (sorted(rules.eligible_roles(held)) if rules is not None else []) or held
+        if len(candidates) != 1:
+            _die(command, f"{person} holds {', '.join(candidates) or 'no role'} per the roster: name the role you "
+                          "sign as with --role")
+        role = candidates[0]
+    identity = ledger.identity()
+    statement = vote_statement(halt_id, decision, person, role, at=now_iso(), nonce=new_nonce(),
+                               ledger_id=None if identity is None else identity.ledger_id)
+    return statement, sign_vote(statement, key)
+
+
 def _vote(command: str, decision: str, halt_id: str, person: str, justification: str, *, new_round: bool,
           lift: bool, ledger_url: str | None, roster_path: str | None, policy_ref: str | None,
-          as_json: bool) -> None:
+          as_json: bool, key_path: str | None = None, role: str | None = None) -> None:
     from tasks.approvals.lift import handle_recorded_vote
     from tasks.approvals.votes import VoteRequest, record_vote
 
@@ -113,15 +143,19 @@ def _vote(command: str, decision: str, halt_id: str, person: str, justification:
     if not person.strip():
         _die(command, "--as must name a person on the roster")
     settings = _settings(command)
-    ledger = _ledger(command, ledger_url)
+    ledger = open_ledger(command, ledger_url)
     roster = _roster(command, roster_path)
     policy = _policy(command, policy_ref)
     try:
         os_user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name (containers): the vote still records the person
         os_user = None
+    statement, signature = (None, None) if not key_path else _signed(
+        command, key_path, decision, halt_id, person.strip(), role, roster, ledger, settings, policy)
     req = VoteRequest(halt_id=halt_id, decision=decision, person=person.strip(), justification=justification,
-                      channel="cli", channel_ref=f"os-user:{os_user}" if os_user else None, new_round=new_round)
+                      channel="cli-signed" if statement else "cli-unsigned",
+                      channel_ref=f"os-user:{os_user}" if os_user else None, new_round=new_round,
+                      statement=statement, signature=signature)
     outcome = record_vote(req, ledger=ledger, roster=roster, settings=settings, policy=policy)
     if not outcome.ok:
         if as_json:
@@ -129,10 +163,17 @@ def _vote(command: str, decision: str, halt_id: str, person: str, justification:
         _die(command, f"vote refused ({outcome.code}): {outcome.message}", outcome.exit_code)
     lifted = handle_recorded_vote(outcome, ledger=ledger, settings=settings, policy=policy, roster=roster,
                                   lift=lift)
+    # The vote completed the quorum and the lift it set off was refused: the halt stays, so exit as resume does.
+    refused = lifted is not None and not lifted.lifted
     if as_json:
-        print_json({"vote": outcome.to_dict(), "lift": None if lifted is None else lifted.to_dict()})
+        print_json({"vote": outcome.to_dict(), "lift": None if lifted is None else lifted.to_dict(),
+                    "ledger": ledger.url, "ledger_id": ledger.ledger_id})
+        if refused:
+            raise typer.Exit(EXIT_PROBLEM)
         return
-    typer.echo(f"vote recorded (ledger seq {outcome.seq}): {outcome.message}")
+    typer.echo(ledger_line(ledger.url, ledger.ledger_id))
+    signed = (f"signed by {outcome.payload.get('key_fingerprint')}" if req.statement else "UNSIGNED")
+    typer.echo(f"vote recorded (ledger seq {outcome.seq}, {signed}): {outcome.message}")
     tally = outcome.tally
     if tally is not None and not tally.rejected and not tally.satisfied:
         more = f"{tally.needed} more approval(s) needed"
@@ -141,7 +182,7 @@ def _vote(command: str, decision: str, halt_id: str, person: str, justification:
         typer.echo(more)
     if tally is not None and tally.rejected:
         typer.echo(f"round {outcome.round} is closed (rejected by {tally.rejected_by}); the halt stays. "
-                   f"A new request: rsp approve {halt_id} --as PERSON -j TEXT --new-round")
+                   f"A new request: rsp approve {halt_id} --as PERSON --key PATH -j TEXT --new-round")
     if lifted is not None:
         typer.echo(lifted.message)
         for m in lifted.missing:
@@ -149,6 +190,8 @@ def _vote(command: str, decision: str, halt_id: str, person: str, justification:
     elif not (tally and tally.rejected):
         for line in _safeguard_lines(outcome, policy, settings, ledger):
             typer.echo(line)
+    if refused:
+        raise typer.Exit(EXIT_PROBLEM)
 
 
 def approve(
@@ -161,10 +204,12 @@ def approve(
     roster: RosterOpt = None,
     policy: PolicyOpt = None,
     as_json: JsonOpt = False,
+    key: KeyOpt = None,
+    role: RoleOpt = None,
 ) -> None:
-    """Approve lifting a halt (counts toward the policy's quorum of distinct approvers)."""
+    """Approve lifting a halt (a signed vote counts toward the policy's quorum of distinct approvers)."""
     _vote("approve", "approve", halt_id, person, justification, new_round=new_round, lift=not no_lift,
-          ledger_url=ledger, roster_path=roster, policy_ref=policy, as_json=as_json)
+          ledger_url=ledger, roster_path=roster, policy_ref=policy, as_json=as_json, key_path=key, role=role)
 
 
 def reject(
@@ -175,10 +220,12 @@ def reject(
     roster: RosterOpt = None,
     policy: PolicyOpt = None,
     as_json: JsonOpt = False,
+    key: KeyOpt = None,
+    role: RoleOpt = None,
 ) -> None:
-    """Reject lifting a halt: closes the current approval round; the halt stays."""
+    """Reject lifting a halt: a signed rejection closes the current approval round; the halt stays."""
     _vote("reject", "reject", halt_id, person, justification, new_round=False, lift=False,
-          ledger_url=ledger, roster_path=roster, policy_ref=policy, as_json=as_json)
+          ledger_url=ledger, roster_path=roster, policy_ref=policy, as_json=as_json, key_path=key, role=role)
 
 
 def resume(
@@ -193,13 +240,14 @@ def resume(
     from tasks.approvals.lift import try_lift
 
     settings = _settings("resume")
-    store = _ledger("resume", ledger)
+    store = open_ledger("resume", ledger)
     people = _roster("resume", roster)
     outcome = try_lift(halt_id, ledger=store, settings=settings, policy=_policy("resume", policy), roster=people,
                        api_url=api_url, trigger="rsp resume")
     if as_json:
-        print_json(outcome.to_dict())
+        print_json({**outcome.to_dict(), "ledger": store.url, "ledger_id": store.ledger_id})
     else:
+        typer.echo(ledger_line(store.url, store.ledger_id))
         typer.echo(outcome.message)
         for m in outcome.missing:
             typer.echo(f"  missing: {m['id']} ({m['state']}): {m['evidence']}")
@@ -236,7 +284,7 @@ def notify_retry(
     """Deliver notifications that failed earlier (exit 1 if some still fail)."""
     from tasks.notify.dispatch import Dispatcher
 
-    store = _ledger("notify retry", ledger)
+    store = open_ledger("notify retry", ledger)
     try:
         with Dispatcher(ledger=store, settings=_settings("notify retry")) as dispatcher:
             results = dispatcher.retry_pending(force=force)

@@ -1,13 +1,16 @@
 """`rsp evidence attest | list`: the safeguard evidence registry as the people who attest use it.
 
-    rsp evidence attest SAFEGUARD --by PERSON --role ROLE --evidence TEXT [--expires ISO]
-    rsp evidence list [--safeguard ID] [--json]
+    rsp evidence attest SAFEGUARD --by PERSON --role ROLE --key PATH --evidence TEXT [--expires ISO]
+    rsp evidence list [--safeguard ID] [--roster PATH] [--json]
 
-`attest` refuses (exit 2) what verification would reject anyway: a safeguard the
-policy does not define or does not verify by attestation, a role the policy does
-not allow for it, a person the roster does not give that role. The record is
-timestamped now; it cannot be backdated. `list` exits 1 when the store holds
-records it cannot use, so a broken record is seen before it halts a run.
+`attest` signs the record with the attester's ed25519 key (`--key`, or $RSP_SIGNING_KEY)
+and refuses (exit 2) what verification would reject anyway: a safeguard the policy does
+not define or does not verify by attestation, a role the policy does not allow for it, a
+person the roster does not give that role, a key the roster does not list for that person,
+or no key where the policy does not trust unsigned attestations for the role. The record is
+timestamped now; it cannot be backdated. `list` shows whether each record's signature
+verifies against the roster, and exits 1 when the store holds records it cannot use, so a
+broken record is seen before it halts a run.
 
 Store, policy and roster default to the settings (RSP_EVIDENCE_STORE, RSP_POLICY,
 RSP_ROSTER or <home>/roster.yaml). boto3 is imported only for an s3:// store.
@@ -16,6 +19,7 @@ RSP_ROSTER or <home>/roster.yaml). boto3 is imported only for an s3:// store.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Annotated, Any
 
 import typer
@@ -83,8 +87,11 @@ def attest(
         str | None, typer.Option("--roster", help="Roster YAML; default: RSP_ROSTER or <home>/roster.yaml.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the written record as JSON.")] = False,
+    key: Annotated[str | None, typer.Option(
+        "--key", envvar="RSP_SIGNING_KEY",
+        help="The attester's ed25519 private key file (OpenSSH or PEM); its public key must be in the roster.")] = None,
 ) -> None:
-    """Record that SAFEGUARD is in place, attested by a person in a role. Exit 2 on bad input."""
+    """Record that SAFEGUARD is in place, attested and signed by a person in a role. Exit 2 on bad input."""
     from pydantic import ValidationError
 
     from policy.errors import PolicyError
@@ -93,13 +100,18 @@ def attest(
     from tasks.safeguards._text import describe_validation
     from tasks.safeguards.evidence import EvidenceStoreError, new_attestation
     from tasks.safeguards.roster import RosterError, default_roster_path, load_roster
+    from tasks.trust.keys import KeyProblem, fingerprint, load_private_key
 
     expires_at = _parse_time("--expires", expires) if expires is not None else None
     now = dt.datetime.now(dt.UTC)
     if expires_at is not None and expires_at <= now:
         fail(f"evidence attest: --expires {expires} is not in the future")
     try:
-        record = new_attestation(safeguard, by, role, evidence, attested_at=now, expires_at=expires_at)
+        private = None if not key else load_private_key(key, passphrase=os.environ.get("RSP_SIGNING_KEY_PASSPHRASE"))
+    except KeyProblem as exc:
+        fail(f"evidence attest: --key: {exc}")
+    try:
+        record = new_attestation(safeguard, by, role, evidence, attested_at=now, expires_at=expires_at, key=private)
     except ValidationError as exc:
         fail(f"evidence attest: {describe_validation(exc)}")
 
@@ -129,6 +141,11 @@ def attest(
         held = ", ".join(sorted(people.roles_of(by))) or "none"
         on = "is not on the roster" if people.person(by) is None else f"does not hold role {role!r} (holds {held})"
         fail(f"evidence attest: {by!r} {on} in {roster_path}")
+    if private is None and "unsigned" not in sg.verification.trusted_unsigned_channels.get(role, []):
+        fail(f"evidence attest: an unsigned attestation would not count for {role!r}; sign it with --key PATH "
+             f"(or $RSP_SIGNING_KEY)")
+    if private is not None and fingerprint(private.public_key()) not in people.keys_of(by):
+        fail(f"evidence attest: key {fingerprint(private.public_key())} is not listed for {by!r} in {roster_path}")
 
     target = _store("attest", store)
     try:
@@ -146,21 +163,42 @@ def list_records(
     store: StoreOpt = None,
     safeguard: Annotated[str | None, typer.Option("--safeguard", help="Only records of this safeguard.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print records and problems as JSON.")] = False,
+    roster: Annotated[
+        str | None, typer.Option("--roster", help="Roster YAML to check signatures against; default: RSP_ROSTER "
+                                                  "or <home>/roster.yaml.")
+    ] = None,
 ) -> None:
-    """List attestation records, newest first, and every unusable file. Exit 1 if any file is unusable."""
+    """List attestation records, newest first, whether each signature verifies, and every unusable file.
+    Exit 1 if any file is unusable."""
+    from tasks.safeguards.attestation import signature_problem
     from tasks.safeguards.evidence import EvidenceStoreError, format_records
+    from tasks.safeguards.roster import RosterError, default_roster_path, load_roster
 
     target = _store("list", store)
     try:
         snap = target.read()
     except EvidenceStoreError as exc:
         fail(f"evidence list: {exc}")
+    try:
+        people: Any = load_roster(roster or default_roster_path(None if roster else _settings("list")))
+    except RosterError as exc:
+        people = None
+        roster_problem = f"signature not checked: roster unreadable: {exc}"
+
+    def signed(rec: Any) -> str:
+        if people is None:
+            return roster_problem
+        problem = signature_problem(rec, people)
+        return f"signed by {rec.key_fingerprint}" if problem is None else f"NOT VERIFIED: {problem}"
+
     ids = [safeguard] if safeguard else sorted({s.record.safeguard for s in snap.records})
     problems = snap.problems_for(safeguard) if safeguard else list(snap.problems)
     if json_out:
         print_json({
             "store": snap.store,
-            "records": {sid: format_records(snap.history(sid)) for sid in ids},
+            "records": {sid: [{**row, "signature_check": signed(s.record)}
+                              for row, s in zip(format_records(snap.history(sid)), snap.history(sid), strict=True)]
+                        for sid in ids},
             "latest": {sid: (snap.latest(sid).source if snap.latest(sid) else None) for sid in ids},
             "problems": [{"source": p.source, "message": p.message, "safeguards": sorted(p.safeguards)}
                          for p in problems],
@@ -174,7 +212,7 @@ def list_records(
                 mark = "*" if i == 0 else " "  # the newest record is the one verification uses
                 expiry = f" expires {r.expires_at.isoformat()}" if r.expires_at else ""
                 typer.echo(f"{mark} {r.safeguard}  {r.attested_at.isoformat()}  {r.attested_by} ({r.role}){expiry}  "
-                           f"{' '.join(r.evidence.split())}  [{s.source}]")
+                           f"{' '.join(r.evidence.split())}  [{s.source}]  {signed(r)}")
                 shown += 1
         if not shown:
             typer.echo("no records" + (f" for {safeguard}" if safeguard else ""))

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tasks.approvals.state import approval_state, halt_rules
+from tasks.approvals.state import approval_state, halt_rules, vote_is_verified
 
 if TYPE_CHECKING:
     from policy.schema import Policy
@@ -154,6 +154,7 @@ def try_lift(
 
     votes = [{"seq": ev.seq, "person": ev.payload.get("person"), "decision": ev.payload.get("decision"),
               "roles": ev.payload.get("roles"), "channel": ev.payload.get("channel"),
+              "verified": vote_is_verified(ev.payload), "key_fingerprint": ev.payload.get("key_fingerprint"),
               "justification": ev.payload.get("justification")} for ev in state.votes]
     payload = {"halt_id": halt_id, "round": state.round, "approvers": list(tally.approvers),
                "assignment": dict(tally.assignment), "rules": hr.rules.to_dict(), "rules_source": hr.source,

@@ -12,13 +12,15 @@ Approver rules, in order of authority:
 3. for a halt that names no policy (a manual halt opened without one): the configured policy.
 A halt that names a policy nobody can find has NO rules: votes are refused and it cannot be
 lifted until that policy is configured (fail closed, never "any two people").
+Halt records do not carry `trusted_unsigned_channels`: that comes from the halt's own policy
+(by sha256) when it can be found, and is empty (only verified votes count) when it cannot.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +135,8 @@ def halt_rules(ledger: Ledger, halt: Halt, *, settings: Any = None, policy: Poli
             source = f"policy {found.framework.id} {found.framework.version}"
         else:
             problem = policy_problem
+    elif rules is not None and found is not None and found.approvals.trusted_unsigned_channels:
+        rules = replace(rules, trusted_unsigned=ApprovalRules.of(found.approvals).trusted_unsigned)
     return HaltRules(rules=rules, source=source, problem=problem, policy=found, policy_problem=policy_problem,
                      required_safeguards=required_safeguards(ledger, halt))
 
@@ -171,6 +175,14 @@ class ApprovalState:
                 "required_safeguards": list(self.required_safeguards)}
 
 
+def vote_is_verified(payload: Mapping[str, Any]) -> bool:
+    """Whether a recorded vote was verified (signed, or Slack). A vote recorded before `verified`
+    existed counts as verified only if it came through Slack, whose signature the service checked."""
+    if "verified" in payload:
+        return payload.get("verified") is True
+    return payload.get("channel") == "slack"
+
+
 def ballots_of(votes: Sequence[Event], roster: Roster | None = None) -> list[Ballot]:
     """Ballots from vote events. With a roster, a person's roles are what they held when they
     voted AND still hold now: someone who lost the role since no longer counts."""
@@ -181,7 +193,11 @@ def ballots_of(votes: Sequence[Event], roster: Roster | None = None) -> list[Bal
         if roster is not None:
             roles &= roster.roles_of(str(p.get("person")))
         decision: Decision = "reject" if p.get("decision") == "reject" else "approve"
-        out.append(Ballot(person=str(p.get("person")), decision=decision, roles=roles, seq=ev.seq))
+        channel = str(p.get("channel"))
+        # "cli" is the name unsigned CLI votes were recorded under before signed ones existed.
+        channel = "cli-unsigned" if channel == "cli" else channel
+        out.append(Ballot(person=str(p.get("person")), decision=decision, roles=roles, seq=ev.seq,
+                          verified=vote_is_verified(p), channel=channel))
     return out
 
 
@@ -221,4 +237,5 @@ __all__ = [
     "find_policy",
     "halt_rules",
     "required_safeguards",
+    "vote_is_verified",
 ]

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -42,6 +42,9 @@ from pydantic import (
 from policy.schema import Identifier, Text
 from tasks.safeguards._text import describe_validation, load_yaml, one_line
 from tasks.storage import TruncatedListing, bucket_problem, error_code, iter_objects, parse_uri, s3_client, write_atomic
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 MAX_RECORD_BYTES = 64 * 1024
 RECORD_SUFFIXES = (".json", ".yaml", ".yml")
@@ -61,9 +64,11 @@ class Attestation(BaseModel):
     """A person's signed-off statement that a safeguard is in place, in a role, at a time.
 
     `digest` is the sha256 of the record's canonical JSON without `digest` and
-    `signature`; the writer always sets it and readers reject a record whose digest
-    does not match (an edited record). `signature` is carried for an external signer
-    (e.g. a detached signature over the digest); this package does not verify it.
+    `signature` (`signed_body`); the writer always sets it and readers reject a record
+    whose digest does not match (an edited record). `signature` is base64 ed25519 by the
+    attester over `canonical_json(signed_body())`, which includes `key_fingerprint`, the
+    signer's key as the roster lists it; the attestation verifier checks it against the
+    attester's roster keys (an edited record whose digest was recomputed fails there).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -76,6 +81,7 @@ class Attestation(BaseModel):
     expires_at: Timestamp | None = None
     evidence: Text
     digest: Sha256Hex | None = None
+    key_fingerprint: Annotated[str, StringConstraints(strict=True, pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
     signature: Signature | None = None
 
     @model_validator(mode="after")
@@ -86,9 +92,16 @@ class Attestation(BaseModel):
             )
         return self
 
-    def body_digest(self) -> str:
+    def signed_body(self) -> dict[str, Any]:
+        """What the digest and the signature cover. `key_fingerprint` only when set, so records written
+        before it existed keep their digests."""
         body = self.model_dump(mode="json", exclude={"digest", "signature"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if body.get("key_fingerprint") is None:
+            body.pop("key_fingerprint", None)
+        return body
+
+    def body_digest(self) -> str:
+        canonical = json.dumps(self.signed_body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def to_json(self) -> bytes:
@@ -103,13 +116,18 @@ def new_attestation(
     *,
     attested_at: dt.datetime | None = None,
     expires_at: dt.datetime | None = None,
-    signature: str | None = None,
+    key: Ed25519PrivateKey | None = None,
 ) -> Attestation:
-    """A validated record with its digest set. Raises pydantic.ValidationError on bad input."""
+    """A validated record with its digest set, signed with `key` when given (the attester's private
+    key; its fingerprint goes into the signed body). Raises pydantic.ValidationError on bad input."""
+    from tasks.trust.keys import canonical_json, fingerprint, sign
+
     at = attested_at or dt.datetime.now(dt.UTC)
     draft = Attestation(safeguard=safeguard, attested_by=attested_by, role=role, evidence=evidence,
-                        attested_at=at, expires_at=expires_at, signature=signature)
-    return draft.model_copy(update={"digest": draft.body_digest()})
+                        attested_at=at, expires_at=expires_at,
+                        key_fingerprint=None if key is None else fingerprint(key.public_key()))
+    signature = None if key is None else sign(key, canonical_json(draft.signed_body()))
+    return draft.model_copy(update={"digest": draft.body_digest(), "signature": signature})
 
 
 def record_filename(record: Attestation) -> str:

@@ -11,24 +11,28 @@ Format (YAML, at `<home>/roster.yaml` by default)::
         roles: [ciso]
         slack_user_id: U012ABCDEF   # optional; used to map Slack actions to a person
         name: Alice Example         # optional, for display
+        public_keys:                # optional; OpenSSH ed25519 lines whose signatures are alice's
+          - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... alice@laptop
       bob:
         roles: [rso, ceo]
 
-Strict: unknown keys, a person listed twice, a duplicated role, or one Slack user
-id shared by two people are errors, because a misread roster could let one
-person count as two approvers or claim a role they do not hold.
+Strict: unknown keys, a person listed twice, a duplicated role, one Slack user id
+or one public key shared by two people, or a key that is not an ed25519 OpenSSH
+line are errors, because a misread roster could let one person count as two
+approvers or claim a role they do not hold.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -37,6 +41,10 @@ from pydantic import (
 
 from policy.schema import Identifier
 from tasks.safeguards._text import describe_validation, load_yaml
+from tasks.trust.keys import KeyProblem, fingerprint, parse_public_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MAX_ROSTER_BYTES = 1024 * 1024
 ROSTER_FILE = "roster.yaml"
@@ -55,6 +63,7 @@ class Person(BaseModel):
     roles: list[Identifier] = Field(default_factory=list)
     slack_user_id: SlackUserId | None = None
     name: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)] | None = None
+    public_keys: list[Annotated[str, StringConstraints(strict=True, max_length=4096)]] = Field(default_factory=list)
 
     @field_validator("roles")
     @classmethod
@@ -63,11 +72,50 @@ class Person(BaseModel):
             raise ValueError("lists a role twice")
         return roles
 
+    @field_validator("public_keys")
+    @classmethod
+    def _ed25519_lines(cls, lines: list[str]) -> list[str]:
+        for i, line in enumerate(lines):
+            try:
+                parse_public_key(line)
+            except KeyProblem as exc:
+                raise ValueError(f"[{i}]: {exc}") from None
+        return lines
+
 
 class Roster(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     people: dict[Identifier, Person] = Field(default_factory=dict)
+    # person id -> {fingerprint: key}, parsed once at load
+    _keys: dict[str, dict[str, Ed25519PublicKey]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Roster:
+        owner: dict[str, str] = {}
+        for pid, person in self.people.items():
+            mine: dict[str, Ed25519PublicKey] = {}
+            for line in person.public_keys:
+                key = parse_public_key(line)
+                fp = fingerprint(key)
+                if fp in owner and owner[fp] != pid:
+                    raise ValueError(f"people.{pid}.public_keys: key {fp} is also people.{owner[fp]}'s; "
+                                     "one key must never count as two people")
+                owner[fp] = pid
+                mine[fp] = key
+            self._keys[pid] = mine
+        return self
+
+    def keys_of(self, person_id: str) -> dict[str, Ed25519PublicKey]:
+        """{fingerprint: public key} the roster lists for this person (empty when none)."""
+        return dict(self._keys.get(person_id, {}))
+
+    def all_keys(self) -> list[tuple[str, str, Ed25519PublicKey]]:
+        """(person id, fingerprint, key) for every listed key."""
+        return [(pid, fp, key) for pid, keys in self._keys.items() for fp, key in keys.items()]
+
+    def owner_of(self, key_fingerprint: str) -> str | None:
+        return next((pid for pid, fp, _ in self.all_keys() if fp == key_fingerprint), None)
 
     @model_validator(mode="after")
     def _unique_slack_ids(self) -> Roster:

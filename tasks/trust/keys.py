@@ -75,6 +75,7 @@ def load_private_key(path: str | Path, passphrase: str | None = None) -> Ed25519
     except OSError as exc:
         raise KeyProblem(f"{p}: cannot read key file ({exc.strerror or exc})") from None
     password = passphrase.encode() if passphrase else None
+    key: object  # the loaders return different unions of key types; only ed25519 is accepted below
     try:
         if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
             key = serialization.load_ssh_private_key(data, password=password)

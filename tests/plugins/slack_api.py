@@ -230,6 +230,7 @@ class ApprovalWorld:
     ledger: Any
     policy: Any
     slack: FakeSlack | None
+    keys: dict[str, Any] = field(default_factory=dict)  # person -> private key file listed in the roster
 
     def determination(self, safeguards: tuple[str, ...] = ("sg-base",), *, run_id: str = "run-a", step: int = 100,
                       halts: tuple[str, ...] = ("training", "deployment")) -> Any:
@@ -276,9 +277,40 @@ class ApprovalWorld:
 
     def attest(self, safeguard: str = "sg-base", by: str = "carol", role: str = "ciso") -> None:
         from tasks.safeguards import LocalEvidenceStore, new_attestation
+        from tasks.trust.keys import load_private_key
 
         LocalEvidenceStore(self.home / "evidence").write(
-            new_attestation(safeguard, by, role, f"{safeguard} checked by {by}"))
+            new_attestation(safeguard, by, role, f"{safeguard} checked by {by}", key=load_private_key(self.keys[by])))
+
+    def trusting(self, channels: dict[str, list[str]]) -> None:
+        """Switch to a copy of the tiny policy whose approvals trust these unsigned channels per role
+        (as RSP_POLICY, so halts opened from now on name it)."""
+        import os
+
+        from policy.loading import parse_policy
+        from tasks.settings import get_settings
+
+        rule = "  must_include: [rso]\n"
+        text = TINY_POLICY.read_text().replace(rule, f"{rule}  trusted_unsigned_channels: {json.dumps(channels)}\n")
+        path = self.home / "policy-trusting-unsigned.yaml"
+        path.write_text(text)
+        os.environ["RSP_POLICY"] = str(path)  # the fixture's monkeypatch restores it
+        get_settings.cache_clear()
+        self.policy = parse_policy(text, "tiny")
+
+    def signed(self, halt_id: str, person: str, decision: str = "approve", *, role: str | None = None,
+               key_of: str | None = None, new_round: bool = False, **statement: Any) -> Any:
+        """A cli-signed VoteRequest by `person` in `role` (default: their only role), signed with
+        `key_of`'s key (default: their own); `statement` overrides statement fields."""
+        from tasks.approvals import VoteRequest
+        from tasks.trust.keys import load_private_key
+        from tasks.trust.votes import new_nonce, now_iso, sign_vote, vote_statement
+
+        role = role or min(self.roster().roles_of(person))
+        body = {**vote_statement(halt_id, decision, person, role, at=now_iso(), nonce=new_nonce()), **statement}
+        signature = sign_vote(body, load_private_key(self.keys[key_of or person]))
+        return VoteRequest(halt_id=halt_id, decision=decision, person=person, justification="checked",
+                           channel="cli-signed", new_round=new_round, statement=body, signature=signature)
 
     def roster(self) -> Any:
         from tasks.safeguards import load_roster
@@ -293,10 +325,17 @@ def approval_world(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pyte
     from policy.loading import parse_policy
     from tasks.ledger import Ledger
     from tasks.settings import get_settings
+    from tasks.trust.keys import generate_key_files
 
     home = tmp_path / "rsp-home"
     home.mkdir()
-    (home / "roster.yaml").write_text(ROSTER_YAML)
+    # Throwaway ed25519 keys for everyone who votes or attests, listed in the roster (votes must be signed).
+    keys: dict[str, Any] = {}
+    roster_text = ROSTER_YAML
+    for person in ("alice", "bob", "erin", "carol"):
+        keys[person], line = generate_key_files(home / "keys", person)
+        roster_text = roster_text.replace(f"  {person}: {{roles:", f"  {person}: {{public_keys: ['{line}'], roles:")
+    (home / "roster.yaml").write_text(roster_text)
     slack: FakeSlack | None = request.getfixturevalue("slack_api") if "slack_api" in request.fixturenames else None
     for var in ("RSP_LEDGER_URL", "RSP_CHECKPOINT_STORE", "RSP_RUNS_DIR", "RSP_CONFIG", "PREFECT_UI_URL"):
         monkeypatch.delenv(var, raising=False)
@@ -315,7 +354,7 @@ def approval_world(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, request: pyte
     policy = parse_policy(TINY_POLICY.read_text(), "tiny")
     ledger = Ledger(get_settings().resolved_ledger_url)
     try:
-        yield ApprovalWorld(home=home, ledger=ledger, policy=policy, slack=slack)
+        yield ApprovalWorld(home=home, ledger=ledger, policy=policy, slack=slack, keys=keys)
     finally:
         ledger.close()
         get_settings.cache_clear()
