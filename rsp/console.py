@@ -18,5 +18,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr naming the command (`rsp halt list: ...`), whitespace folded, then exit `code`."""
+    typer.echo(f"rsp {command}: {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(code)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

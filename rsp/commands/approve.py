@@ -244,6 +244,8 @@ def resume(
     people = _roster("resume", roster)
     outcome = try_lift(halt_id, ledger=store, settings=settings, policy=_policy("resume", policy), roster=people,
                        api_url=api_url, trigger="rsp resume")
+    if outcome.status == "no_such_halt":
+        _die("resume", f"{outcome.message} {store.url}", outcome.exit_code)
     if as_json:
         print_json({**outcome.to_dict(), "ledger": store.url, "ledger_id": store.ledger_id})
     else:

@@ -43,7 +43,7 @@ def forecast(
     from policy.errors import PolicyError
     from policy.forecast import forecast_measures, last_comprehensive_compute, next_comprehensive_compute
     from policy.identity import policy_sha256
-    from rsp.commands.ledger import open_ledger
+    from rsp.commands.ledger import ledger_line, open_ledger
     from tasks.inputs import InputError, read_policy
     from tasks.ledger.events import ForecastWarning
     from tasks.settings import get_settings
@@ -75,11 +75,12 @@ def forecast(
             "latest_step": ck.get("step"), "latest_compute": ck.get("effective_compute"),
             "next_comprehensive": next_step, "warning": bool(warned),
             "measures": [f.to_dict() | {"warns": f.warns(next_step)} for f in forecasts],
-            "recorded_warnings": recorded, "note": note}
+            "recorded_warnings": recorded, "note": note, "ledger": store.url, "ledger_id": store.ledger_id}
         print_json(out)
     else:
         if note:
             typer.echo(f"note: {note}", err=True)
+        typer.echo(ledger_line(store.url, store.ledger_id))
         typer.echo(f"run {run_id}: {len(dets)} determinations, latest step {ck.get('step')} at "
                    f"{_flop(ck.get('effective_compute'))} FLOP; next comprehensive step at {_flop(next_step)} FLOP "
                    f"(policy {pol.framework.id})")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rsp.console import EXIT_PROBLEM, EXIT_USAGE
+from rsp.commands.ledger import ledger_line, open_ledger
+from rsp.console import EXIT_PROBLEM, die
 
 if TYPE_CHECKING:
     from tasks.ledger import Halt, Ledger
@@ -34,18 +35,6 @@ ApiOpt = Annotated[
     str | None, typer.Option("--api-url", help="Prefect API URL; default: PREFECT_API_URL.", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-def _die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"rsp {command}: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
-
-
-def _open_ledger(command: str, url: str | None) -> Ledger:
-    # The existing ledger, never a new one: exit 2 naming the ledger looked for (rsp/commands/ledger.py).
-    from rsp.commands.ledger import open_ledger
-
-    return open_ledger(command, url)
 
 
 def _ago(ts: str | None) -> str:
@@ -75,6 +64,39 @@ def _halt_summary(h: Halt) -> dict[str, Any]:
         "lifts_when_detail": h.payload.get("lifts_when"),
         "lifted_at": h.lifted_at,
     }
+
+
+def _with_approvals(store: Ledger, halts: list[Halt]) -> list[dict[str, Any]]:
+    """Each halt's summary with, for an open halt that lifts by approval, where its approval stands
+    (tally per role, the round's votes, the latest refused lift and refused vote)."""
+    from policy.halts import lifts_automatically
+    from rsp.approval_view import approval_summary, load_roster_or_none
+    from tasks.settings import get_settings
+
+    rows = [_halt_summary(h) for h in halts]
+    if not any(h.is_open and not lifts_automatically(h.payload) for h in halts):
+        return rows
+    settings = get_settings()
+    roster, roster_problem = load_roster_or_none(settings)
+    for h, d in zip(halts, rows, strict=True):
+        if h.is_open and not lifts_automatically(h.payload):
+            d["approvals"] = approval_summary(store, h, settings=settings, roster=roster)
+            d["approvals"]["roster_problem"] = roster_problem
+        else:
+            d["approvals"] = None
+    return rows
+
+
+def _print_approvals(d: dict[str, Any]) -> None:
+    from rsp.approval_view import approval_lines
+
+    a = d.get("approvals")
+    if not a:
+        return
+    if a.get("roster_problem"):
+        typer.echo(f"    note: {a['roster_problem']}")
+    for line in approval_lines(a):
+        typer.echo(line)
 
 
 def _scope_text(d: dict[str, Any]) -> str:
@@ -175,26 +197,31 @@ def status(
     is scheduled, pending, running or paused. Exit 1 when a halt is open and Prefect does not
     agree (or cannot be asked)."""
     from tasks.enforcement import enforcement_settings, last_reconcile
-    from tasks.enforcement.enforce import halt_agreement, observe, summarize_deployments, targets_of
+    from tasks.enforcement.enforce import halt_agreement, observe, summarize_deployments, summarize_queues, targets_of
     from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
 
-    store = _open_ledger("status", ledger)
+    store = open_ledger("status", ledger)
     try:
         open_halts = store.halts("open")
     except Exception as exc:  # noqa: BLE001 - one line, whatever the database said
-        _die("status", f"cannot read the ledger {store.url}: {exc}")
+        die("status", f"cannot read the ledger {store.url}: {exc}")
     cfg = enforcement_settings()
-    halts = [_halt_summary(h) for h in open_halts]
+    try:
+        halts = _with_approvals(store, open_halts)
+    except Exception as exc:  # noqa: BLE001 - one line, whatever the database said
+        die("status", f"cannot read the ledger {store.url}: {exc}")
     for d in halts:
         d["enforcement"] = _last_enforcement(store, d["halt_id"])
-    prefect: dict[str, Any] = {"api_url": None, "reachable": False, "error": None, "deployments": []}
+    prefect: dict[str, Any] = {"api_url": None, "reachable": False, "error": None, "deployments": [], "queues": []}
     observed = None
     try:
         prefect["api_url"] = resolve_api_url(api_url)
         with prefect_client(prefect["api_url"], timeout_s=5.0) as client:
-            observed = observe(client, targets_of(open_halts), scaling_tag=cfg.scaling_tag, names=cfg.names)
+            observed = observe(client, targets_of(open_halts), scaling_tag=cfg.scaling_tag, names=cfg.names,
+                               queues=cfg.queues)
         prefect["reachable"] = True
         prefect["deployments"] = summarize_deployments(observed)
+        prefect["queues"] = summarize_queues(observed)
     except Exception as exc:  # noqa: BLE001 - shown, not hidden: status must work with Prefect down
         prefect["error"] = short_error(exc)
     for d in halts:
@@ -205,7 +232,7 @@ def status(
         ledger_id = store.ledger_id
         lags = _run_lags(store, open_halts)
     except Exception as exc:  # noqa: BLE001 - one line, whatever the database said
-        _die("status", f"cannot read the ledger {store.url}: {exc}")
+        die("status", f"cannot read the ledger {store.url}: {exc}")
     data = {
         "ledger": store.url,
         "ledger_id": ledger_id,
@@ -226,13 +253,14 @@ def status(
 
 def _print_status(data: dict[str, Any]) -> None:
     echo = typer.echo
-    echo(f"ledger: {data['ledger']} (id {data['ledger_id'] or 'none recorded: run `rsp init`'})")
+    echo(ledger_line(data["ledger"], data["ledger_id"]))
     halts = data["open_halts"]
     echo(f"open halts: {len(halts)}" + ("" if halts else " (scaling is not halted)"))
     for d in halts:
         echo(f"  {d['halt_id']}  opened {d['opened_at']} (seq {d['opened_seq']}), {_scope_text(d)}")
         echo(f"    cause: {d['cause']}")
         echo(f"    lifts when: {d['lifts_when']}")
+        _print_approvals(d)
         enf = d["enforcement"]
         if enf is None:
             echo("    enforcement: never applied to Prefect (run `rsp halt reconcile`)")
@@ -250,6 +278,8 @@ def _print_status(data: dict[str, Any]) -> None:
             parts = []
             if p["not_paused"]:
                 parts.append("not paused: " + ", ".join(p["not_paused"]))
+            if p.get("not_paused_queues"):
+                parts.append("work queue not paused: " + ", ".join(p["not_paused_queues"]))
             if p["active_runs"]:
                 parts.append("active runs: " + ", ".join(p["active_runs"]))
             echo(f"    prefect: DRIFT ({'; '.join(parts)}); run `rsp halt reconcile`")
@@ -263,6 +293,12 @@ def _print_status(data: dict[str, Any]) -> None:
             halted = f"  halted by {', '.join(dep['halts'])}" if dep["halts"] else ""
             drift = f"  DRIFT: {', '.join(dep['drift'])}" if dep["drift"] else ""
             echo(f"  {dep['name']}  {state}  {'+'.join(dep['activities'])}{runs}{halted}{drift}")
+        for q in pf.get("queues") or []:
+            qstate = ("PROBLEM: " + q["problem"] if q["problem"] else "absent" if not q["exists"]
+                      else "paused" if q["paused"] else "ACTIVE")
+            halted = f"  halted by {', '.join(q['halts'])}" if q["halts"] else ""
+            drift = f"  DRIFT: {', '.join(q['drift'])}" if q["drift"] else ""
+            echo(f"  work queue {q['name']}  {qstate}  ({len(q['deployments'])} scaling deployment(s)){halted}{drift}")
     else:
         echo(f"prefect: UNREACHABLE at {pf['api_url']}: {pf['error']}")
     _print_lags(data["evaluation_lag"])
@@ -283,15 +319,18 @@ def list_halts(
     all_: Annotated[bool, typer.Option("--all", help="Include lifted halts.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Halts in the ledger, oldest first: open ones, or every one with --all."""
-    store = _open_ledger("halt list", ledger)
+    """Halts in the ledger, oldest first: open ones, or every one with --all; for each open halt that
+    lifts by approval, its tally per role, the round's votes and the latest refusals."""
+    store = open_ledger("halt list", ledger)
     try:
-        rows = [_halt_summary(h) for h in store.halts(None if all_ else "open")]
+        rows = _with_approvals(store, store.halts(None if all_ else "open"))
+        ledger_id = store.ledger_id
     except Exception as exc:  # noqa: BLE001
-        _die("halt list", f"cannot read the ledger {store.url}: {exc}")
+        die("halt list", f"cannot read the ledger {store.url}: {exc}")
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        typer.echo(json.dumps({"ledger": store.url, "ledger_id": ledger_id, "halts": rows}, indent=2, default=str))
         return
+    typer.echo(ledger_line(store.url, ledger_id))
     if not rows:
         typer.echo("no halts" if all_ else "no open halts")
     for d in rows:
@@ -300,6 +339,7 @@ def list_halts(
         typer.echo(f"    cause: {d['cause']}")
         if d["status"] == "open":
             typer.echo(f"    lifts when: {d['lifts_when']}")
+            _print_approvals(d)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -334,17 +374,17 @@ def open_cmd(
     acts = _csv(activities) or []
     unknown = [a for a in acts if a not in ACTIVITIES]
     if unknown or not acts:
-        _die("halt open", f"--activities must name training and/or deployment, got {activities!r}")
-    store = _open_ledger("halt open", ledger)
+        die("halt open", f"--activities must name training and/or deployment, got {activities!r}")
+    store = open_ledger("halt open", ledger)
     try:
         request = HaltRequest.model_validate({"reason": reason, "activities": acts, "runs": _csv(runs),
                                               "opened_by": by})
         outcome = open_and_enforce(request, ledger=store, api_url=api_url, apply=not no_apply)
     except ValueError as exc:
-        _die("halt open", exc)
+        die("halt open", exc)
     halt = store.halt(outcome.halt.halt_id)
     if halt is None:  # written a moment ago; only a ledger swapped underneath us gets here
-        _die("halt open", f"halt {outcome.halt.halt_id} is not in ledger {store.url} after opening it", EXIT_PROBLEM)
+        die("halt open", f"halt {outcome.halt.halt_id} is not in ledger {store.url} after opening it", EXIT_PROBLEM)
     report = outcome.apply
     if as_json:
         typer.echo(json.dumps({"halt": _halt_summary(halt), "created": outcome.halt.created,
@@ -372,7 +412,7 @@ def reconcile_cmd(
     brought in line."""
     from tasks.enforcement import reconcile
 
-    store = _open_ledger("halt reconcile", ledger)
+    store = open_ledger("halt reconcile", ledger)
     report = reconcile(ledger=store, api_url=api_url)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -400,14 +440,14 @@ def gate_check(
     from tasks.gate import GateUnavailable, ScalingGate
 
     if activity not in ACTIVITIES:
-        _die("gate check", f"--activity must be training or deployment, got {activity!r}")
+        die("gate check", f"--activity must be training or deployment, got {activity!r}")
     gate = ScalingGate(ledger)
     try:
         halt = gate.blocking_halt(run_id, activity)
     except GateUnavailable as exc:
         if as_json:
             typer.echo(json.dumps({"run_id": run_id, "activity": activity, "open": False, "error": str(exc)}))
-        _die("gate check", exc)
+        die("gate check", exc)
     if as_json:
         typer.echo(json.dumps({"run_id": run_id, "activity": activity, "open": halt is None,
                                "halt_id": None if halt is None else halt.halt_id,
@@ -431,11 +471,11 @@ def gate_checkpoint(
     from tasks.gate import GateUnavailable, ScalingGate
 
     if step < 0:
-        _die("gate checkpoint", f"STEP must be >= 0, got {step}")
+        die("gate checkpoint", f"STEP must be >= 0, got {step}")
     try:
         ScalingGate(ledger).checkpoint_written(run_id, step, uri=uri)
     except GateUnavailable as exc:
-        _die("gate checkpoint", exc)
+        die("gate checkpoint", exc)
     typer.echo(f"recorded: run {run_id!r} wrote step {step}")
 
 

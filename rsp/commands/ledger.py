@@ -12,11 +12,11 @@ deployments' environment (RSP_LEDGER_ID) and their gates refuse any other ledger
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rsp.console import EXIT_USAGE
+from rsp.console import die as _die
 
 if TYPE_CHECKING:
     from tasks.ledger import Ledger
@@ -25,11 +25,6 @@ LedgerOpt = Annotated[
     str | None,
     typer.Option("--ledger", help="SQLAlchemy URL of the ledger; default: settings (RSP_LEDGER_URL or <home>/ledger.db)."),
 ]
-
-
-def _die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"rsp {command}: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
 
 
 def resolve_url(command: str, url: str | None) -> tuple[str, str]:
@@ -65,6 +60,11 @@ def open_ledger(command: str, url: str | None) -> Ledger:
         _die(command, exc)
 
 
+def ledger_line(url: str, ledger_id: str | None) -> str:
+    """`ledger: URL (id …)`: how a command that reads the ledger says which one it read."""
+    return f"ledger: {url} (id {ledger_id or 'none recorded: run `rsp init`'})"
+
+
 def init(ledger: LedgerOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
          = False) -> None:
     """Create the ledger (idempotent) and print its identity; pin it with RSP_LEDGER_ID."""
@@ -96,5 +96,29 @@ def init(ledger: LedgerOpt = None, as_json: Annotated[bool, typer.Option("--json
     typer.echo(f"pin it for scaling deployments and gates: RSP_LEDGER_ID={identity.ledger_id}")
 
 
+def sign_head(ledger: LedgerOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+              = False) -> None:
+    """Sign the ledger's head with the gate key; keep it under the heads folder and publish it to
+    RSP_HEAD_PUBLISH_URI (an S3 bucket with Object Lock) when that is set."""
+    from tasks.ledger import LedgerError
+
+    with open_ledger("ledger sign-head", ledger) as store:
+        try:
+            from tasks.ledger.heads import sign_and_keep
+
+            head = sign_and_keep(store)
+        except (LedgerError, OSError, ValueError) as exc:
+            _die("ledger sign-head", exc, code=1)
+    if as_json:
+        typer.echo(json.dumps(head.to_dict()))
+        return
+    typer.echo(f"signed head of ledger {head.ledger_id}: seq {head.seq}, hash {head.hash[:12]}, by {head.signer}"
+               + (f"; published to {head.published}" if head.published else ""))
+
+
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
+    group = typer.Typer(name="ledger", help="The ledger's signed heads.", no_args_is_help=True,
+                        add_completion=False)
+    group.command("sign-head")(sign_head)
+    app.add_typer(group, name="ledger")

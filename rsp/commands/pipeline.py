@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rsp.console import EXIT_PROBLEM, fail, print_json
+from rsp.console import EXIT_PROBLEM, EXIT_USAGE, die, fail, print_json
 
 if TYPE_CHECKING:
     from tasks.outcomes import EvaluationOutcome
@@ -41,6 +41,29 @@ def _print_eval(res: EvaluationOutcome) -> None:
         typer.echo(f"{res.checkpoint}: {status}" + (f" ({res.reason})" if res.reason else ""))
 
 
+def _location_problem(uri: str, what: str, *, checkpoint: bool) -> str | None:
+    """Why `uri` cannot be a checkpoint folder (or a checkpoint store), checked before Prefect is imported
+    or a server started: a typo costs one line, not a temporary server and a traceback. A local path
+    must exist as a folder; an S3 URI must be well formed (whether the prefix exists is the store's
+    question, asked inside the flow, where a missing manifest is recorded as a rejection)."""
+    from tasks.storage import parse_uri
+
+    try:
+        loc = parse_uri(uri, what=what)
+    except ValueError as exc:
+        return str(exc)
+    if loc.is_s3:
+        if checkpoint and not loc.key.strip("/"):
+            return f"{what} {uri!r}: names a bucket, not a checkpoint folder (s3://bucket/prefix/<run>/<step>/)"
+        return None
+    assert loc.path is not None
+    if not loc.path.exists():
+        return f"{what} {uri!r}: no such folder"
+    if not loc.path.is_dir():
+        return f"{what} {uri!r}: not a folder"
+    return None
+
+
 def evaluate(
     uri: str = typer.Argument(..., help="Checkpoint folder: /path/run/step-000001000 or s3://bucket/prefix/run/step-…"),
     policy: str = typer.Option("anthropic-rsp", "--policy", "-p", help="Bundled framework id or policy file."),
@@ -53,10 +76,13 @@ def evaluate(
 
     Exit 0 proceed, 1 halt (or fail-closed), 2 bad input or no ledger (`rsp init` creates it).
     """
-    _quiet_prefect_when_json(json_out)
     from rsp.commands.ledger import open_ledger
 
     open_ledger("evaluate", None).close()  # decide into the ledger in use, never into a new empty one
+    problem = _location_problem(uri, "checkpoint", checkpoint=True)
+    if problem:
+        die("evaluate", problem)
+    _quiet_prefect_when_json(json_out)
     from flows.evaluate import evaluate as evaluate_flow
 
     try:
@@ -68,7 +94,7 @@ def evaluate(
     else:
         _print_eval(res)
     if res.status == "rejected":
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     if res.decision == "halt":
         raise typer.Exit(EXIT_PROBLEM)
 
@@ -89,6 +115,9 @@ def watch(
     The first watch creates the ledger if there is none yet (as `rsp init` does).
     Exit 0 when no evaluated checkpoint halted, 1 when one did (with --once).
     """
+    problem = store and _location_problem(store, "checkpoint store", checkpoint=False)
+    if problem:
+        die("watch", problem)
     _quiet_prefect_when_json(json_out)
     from flows.watch import watch as watch_flow
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from rsp.console import EXIT_PROBLEM, fail, print_json
+from rsp.console import EXIT_PROBLEM, EXIT_USAGE, fail, print_json
 
 policy_app = typer.Typer(help="Validate, inspect and compare policy files.", no_args_is_help=True)
 
@@ -31,7 +31,9 @@ def validate(
     files: list[str] = typer.Argument(..., help="Policy files, or bundled framework ids (anthropic-rsp, ...)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
-    """Check policy files against the schema. Exit 0 if all are valid, 1 if any is not."""
+    """Check policy files against the schema. Exit 0 if all are valid, 1 if any is invalid, 2 if any
+    cannot be read (missing, a folder, permission denied, empty, too large): a typo in a path is bad
+    input, not a policy that failed review."""
     from policy.errors import PolicyError
     from policy.identity import policy_sha256
     from tasks.inputs import InputError, read_policy, resolve_policy_path
@@ -44,7 +46,7 @@ def validate(
         except PolicyError as exc:
             results.append({"file": path, "valid": False, "problems": exc.problems})
         except InputError as exc:
-            results.append({"file": path, "valid": False, "problems": [str(exc)]})
+            results.append({"file": path, "valid": False, "readable": False, "problems": [str(exc)]})
         else:
             results.append({"file": path, "valid": True, "id": p.framework.id, "version": p.framework.version,
                             "sha256": policy_sha256(p), "thresholds": len(p.thresholds),
@@ -57,9 +59,12 @@ def validate(
                 typer.echo(f"ok       {r['file']}: {r['id']} v{r['version']}, {r['thresholds']} thresholds, "
                            f"{r['safeguards']} safeguards, sha256 {r['sha256'][:16]}")
             else:
+                label = "invalid " if r.get("readable", True) else "unread  "
                 for problem in r["problems"]:
                     where = "" if problem.startswith(r["file"]) else f"{r['file']}: "
-                    typer.echo(f"invalid  {where}{problem}")
+                    typer.echo(f"{label} {where}{problem}")
+    if not all(r.get("readable", True) for r in results):
+        raise typer.Exit(EXIT_USAGE)
     if not all(r["valid"] for r in results):
         raise typer.Exit(EXIT_PROBLEM)
 
