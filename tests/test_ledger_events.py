@@ -12,6 +12,7 @@ import ast
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from tasks.ledger.events import (
     EvaluationFailed,
     EvaluationReleased,
     ForecastWarning,
+    GateKeyRecorded,
     HaltApplied,
     HaltApplyFailed,
     HaltDeploymentsResumed,
@@ -59,8 +61,13 @@ from tasks.ledger.events import (
     HaltReconcileFailed,
     HaltResumeFailed,
     LedgerEventModel,
+    NoiseProbeFlagged,
     NotificationFailed,
     NotificationSent,
+    PolicyAdopted,
+    PolicyChangeProposed,
+    PolicyChangeVoted,
+    PolicyChangeVoteRefused,
     PolicyUnreadable,
     ScalingRunBlocked,
     ScalingRunCancelled,
@@ -334,11 +341,59 @@ NEWER_PAIRS += [
                       next_comprehensive=2.56e23, steps=[0, 1, 2, 3, 4], checkpoints=5, message="forecast warning"),
       "run-a")),
 ]
+# Signed determinations (issue 15): the gate's public key, recorded once per key.
+GATE_FP = "SHA256:" + "k" * 43
+NEWER_PAIRS += [
+    (("gate.key", GATE_FP, {"public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB gate", "fingerprint": GATE_FP,
+                             "path": "/home/rsp/keys/gate"}),
+     (GateKeyRecorded(public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB gate", fingerprint=GATE_FP,
+                      path="/home/rsp/keys/gate"), GATE_FP)),
+]
+# The noise-injection sandbagging probe's flag (issue 14).
+NEWER_PAIRS += [
+    (("noise_probe.flagged", "file:///ck/run-a/step-000000100/",
+      {"checkpoint": "file:///ck/run-a/step-000000100/", "run_id": "run-a", "step": 100,
+       "benchmark": "wmdp-bio-proxy", "message": "noise probe: 12/32", "n": 32, "clean": 0,
+       "noised": {"0.1": 12}, "scale": "absolute", "error": None}),
+     (NoiseProbeFlagged(checkpoint="file:///ck/run-a/step-000000100/", run_id="run-a", step=100,
+                        benchmark="wmdp-bio-proxy", message="noise probe: 12/32", n=32, clean=0,
+                        noised={"0.1": 12}, scale="absolute", error=None), "file:///ck/run-a/step-000000100/")),
+]
+# Policy versions (issue 15, part C): the version in force, a loosening held, votes on it.
+PC = "pc-0123456789abcdef"
+CHANGE_STATEMENT = {"_type": "rsp.policy-change-vote/v1", "proposal_id": PC, "decision": "approve", "person": "alice",
+                    "role": "rso", "at": "2025-01-02T03:04:05+00:00", "nonce": "n1"}
+NEWER_PAIRS += [
+    (("policy.adopted", "tiny", {"policy_id": "tiny", "sha256": "a" * 64, "reason": "approved", "text": "framework: x",
+                                 "version": "1.1", "source": "p.yaml", "previous_sha256": "b" * 64,
+                                 "changes": ["LOOSENS changed approvals.quorum"], "proposal_id": PC,
+                                 "approvers": ["alice", "bob"]}),
+     (PolicyAdopted(policy_id="tiny", sha256="a" * 64, reason="approved", text="framework: x", version="1.1",
+                    source="p.yaml", previous_sha256="b" * 64, changes=["LOOSENS changed approvals.quorum"],
+                    proposal_id=PC, approvers=["alice", "bob"]), "tiny")),
+    (("policy.change_proposed", PC, {"proposal_id": PC, "policy_id": "tiny", "sha256": "a" * 64,
+                                     "in_force_sha256": "b" * 64, "loosening": ["LOOSENS changed approvals.quorum"],
+                                     "text": "framework: x", "rules": {"roles": ["rso"], "quorum": 2}}),
+     (PolicyChangeProposed(proposal_id=PC, policy_id="tiny", sha256="a" * 64, in_force_sha256="b" * 64,
+                           loosening=["LOOSENS changed approvals.quorum"], text="framework: x",
+                           rules={"roles": ["rso"], "quorum": 2}), PC)),
+    (("policy.change_voted", PC, {"proposal_id": PC, "person": "alice", "decision": "approve", "role": "rso",
+                                  "statement": CHANGE_STATEMENT, "signature": "c2ln", "key_fingerprint": GATE_FP}),
+     (PolicyChangeVoted(proposal_id=PC, person="alice", decision="approve", role="rso", statement=CHANGE_STATEMENT,
+                        signature="c2ln", key_fingerprint=GATE_FP), PC)),
+    (("policy.change_vote_refused", PC, {"proposal_id": PC, "code": "wrong_key", "reason": "signed with bob's key",
+                                         "person": "alice"}),
+     (PolicyChangeVoteRefused(proposal_id=PC, code="wrong_key", reason="signed with bob's key", person="alice"), PC)),
+]
 PAIRS = list(zip(dict_events(), model_events(), strict=True)) + NEWER_PAIRS
 
 
 def _ledger(tmp_path: Path, name: str) -> Ledger:
     return Ledger(f"sqlite:///{tmp_path / name}", clock=lambda: NOW)
+
+
+def _ledger_at(url: str) -> Ledger:
+    return Ledger(url, clock=lambda: NOW)
 
 
 # -- the same bytes, written either way ---------------------------------------------------------
@@ -362,8 +417,9 @@ def test_every_listed_kind_has_a_case_here() -> None:
     assert {kind for (kind, _, _), _ in PAIRS} == set(MODELS)
 
 
-def test_a_ledger_written_with_models_is_the_ledger_written_with_dicts(tmp_path: Path) -> None:
-    with _ledger(tmp_path, "old.db") as old, _ledger(tmp_path, "new.db") as new:
+def test_a_ledger_written_with_models_is_the_ledger_written_with_dicts(new_ledger_url: Callable[[str], str]) -> None:
+    # On SQLite and PostgreSQL alike: the same bytes, the same golden head.
+    with _ledger_at(new_ledger_url("old")) as old, _ledger_at(new_ledger_url("new")) as new:
         by_dict = old.append_many(dict_events())
         by_model = [new.record(event, subject) for event, subject in model_events()]
         assert [e.to_dict() for e in by_model] == [e.to_dict() for e in by_dict]
@@ -371,8 +427,8 @@ def test_a_ledger_written_with_models_is_the_ledger_written_with_dicts(tmp_path:
         assert new.verify().ok
 
 
-def test_the_claim_methods_write_what_they_wrote_before(tmp_path: Path) -> None:
-    with _ledger(tmp_path, "old.db") as old, _ledger(tmp_path, "new.db") as new:
+def test_the_claim_methods_write_what_they_wrote_before(new_ledger_url: Callable[[str], str]) -> None:
+    with _ledger_at(new_ledger_url("old")) as old, _ledger_at(new_ledger_url("new")) as new:
         old.append("evaluation.claimed", KEY, dict_events()[2][2])
         old.append("evaluation.completed", KEY, dict_events()[4][2])
         assert new.claim(KEY, "host:1", 600)
@@ -389,9 +445,9 @@ def test_a_determination_round_trips_through_its_event() -> None:
     assert event.determination() == det
 
 
-def test_a_halt_record_is_written_as_given(tmp_path: Path) -> None:
+def test_a_halt_record_is_written_as_given(new_ledger_url: Callable[[str], str]) -> None:
     record = halt_record()
-    with _ledger(tmp_path, "l.db") as ledger:
+    with _ledger_at(new_ledger_url("l")) as ledger:
         halt, created = ledger.open_halt(HaltOpened.from_payload(record.model_dump(mode="json")))
         assert created and halt.payload == record.model_dump(mode="json")
         assert halt.record().cause_key == record.cause_key and halt.lift() is None
@@ -403,8 +459,8 @@ def test_a_halt_record_is_written_as_given(tmp_path: Path) -> None:
 # -- old ledgers ------------------------------------------------------------------------------
 
 
-def test_a_ledger_of_raw_appends_verifies_and_reads_back_typed(tmp_path: Path) -> None:
-    with _ledger(tmp_path, "raw.db") as ledger:
+def test_a_ledger_of_raw_appends_verifies_and_reads_back_typed(new_ledger_url: Callable[[str], str]) -> None:
+    with _ledger_at(new_ledger_url("raw")) as ledger:
         for kind, subject, payload in dict_events():
             ledger.append(kind, subject, payload)
         ledger.append("checkpoint.seen", "k1", {"i": 1, "kind": "not the event's"})  # a kind nobody lists

@@ -1,5 +1,6 @@
 """One ledger, pinned: a ledger has an identity, the gate is configured with the ledger it must use,
-and nothing but `rsp init` (or the first watch / serve) creates one.
+and nothing but `rsp init` (or the first watch / serve) creates one. Identity and pinning run on
+both databases (a SQLite file, a PostgreSQL database on the session server).
 
 Before this, `train_demo` called from another folder with RSP_HOME unset trained through an open
 halt: its gate created an empty ledger at the default location and read "no halts" from it. CLI
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,9 @@ def url_of(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def drop_identity(path: Path) -> None:
+def drop_identity(url: str) -> None:
     """Make a ledger look as one created before identities existed."""
-    engine = create_engine(url_of(path))
+    engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE ledger_identity"))
     engine.dispose()
@@ -53,55 +54,58 @@ def drop_identity(path: Path) -> None:
 # -- identity ---------------------------------------------------------------------------------------------------
 
 
-def test_a_new_ledger_has_a_random_identity_that_stays(tmp_path: Path) -> None:
-    with Ledger(url_of(tmp_path / "a.db"), create=True) as a, Ledger(url_of(tmp_path / "b.db"), create=True) as b:
+def test_a_new_ledger_has_a_random_identity_that_stays(new_ledger_url: Callable[[str], str]) -> None:
+    url_a, url_b = new_ledger_url("a"), new_ledger_url("b")
+    with Ledger(url_a, create=True) as a, Ledger(url_b, create=True) as b:
         ident = a.identity()
         assert ident is not None and re.fullmatch(r"ledger-[0-9a-f]{32}", ident.ledger_id)
         assert ident.origin == "created" and a.ledger_id != b.ledger_id
         a.append("test.event", "s", {})
-    with Ledger(url_of(tmp_path / "a.db"), create=False) as again:
+    with Ledger(url_a, create=False) as again:
         assert again.identity() == ident
         assert again.verify().ok and again.head()[0] == 1, "the identity is not an event"
 
 
-def test_an_older_ledger_opens_and_takes_its_identity_from_its_first_event(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with Ledger(url_of(path), create=True) as store:
+def test_an_older_ledger_opens_and_takes_its_identity_from_its_first_event(
+    new_ledger_url: Callable[[str], str],
+) -> None:
+    url = new_ledger_url("old")
+    with Ledger(url, create=True) as store:
         first = store.append("test.event", "s", {"i": 1})
         store.append("test.event", "s", {"i": 2})
-    drop_identity(path)
-    with Ledger(url_of(path), create=False) as old:
+    drop_identity(url)
+    with Ledger(url, create=False) as old:
         derived = old.identity()
         assert derived is not None and derived.ledger_id == f"genesis-{first.hash[:32]}"
         assert derived.origin == "genesis" and old.verify().ok
-    with Ledger(url_of(path), create=True) as opened_by_init:  # what `rsp init` / watch / serve do
+    with Ledger(url, create=True) as opened_by_init:  # what `rsp init` / watch / serve do
         recorded = opened_by_init.identity()
         assert recorded is not None and recorded.ledger_id == derived.ledger_id  # pinned gates see no change
         assert recorded.origin == "derived_from_genesis"
 
 
-def test_an_older_empty_ledger_has_no_identity_until_rsp_init(tmp_path: Path, home: Path) -> None:
-    path = tmp_path / "empty.db"
-    Ledger(url_of(path), create=True).close()
-    drop_identity(path)
-    with Ledger(url_of(path), create=False) as store:
+def test_an_older_empty_ledger_has_no_identity_until_rsp_init(new_ledger_url: Callable[[str], str], home: Path) -> None:
+    url = new_ledger_url("empty")
+    Ledger(url, create=True).close()
+    drop_identity(url)
+    with Ledger(url, create=False) as store:
         assert store.identity() is None
-    out = runner.invoke(app, ["init", "--ledger", url_of(path), "--json"])
+    out = runner.invoke(app, ["init", "--ledger", url, "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["created"] is False and data["ledger_id"].startswith("ledger-")
-    with Ledger(url_of(path), create=False) as store:
+    with Ledger(url, create=False) as store:
         assert store.ledger_id == data["ledger_id"]
 
 
 # -- the gate: no ledger, or another one, closes it -----------------------------------------------------------------
 
 
-def test_the_gate_pinned_to_a_ledger_refuses_any_other(tmp_path: Path, home: Path,
+def test_the_gate_pinned_to_a_ledger_refuses_any_other(new_ledger_url: Callable[[str], str], home: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.settings import get_settings
 
-    mine, other = url_of(tmp_path / "mine.db"), url_of(tmp_path / "other.db")
+    mine, other = new_ledger_url("mine"), new_ledger_url("other")
     with Ledger(mine, create=True) as a, Ledger(other, create=True) as b:
         pin, wrong = a.ledger_id, b.ledger_id
     assert pin is not None and wrong is not None

@@ -25,6 +25,19 @@ Fixtures
     `.sigterm()` stops it the way an operator would, `.restart()` starts it again with the
     same configuration. Every process (and its flow-run children) is killed at test end.
 
+`prefect_server_pg` (session scope) -> PrefectServerProcess
+    A SECOND `prefect server start`, on PostgreSQL: its database is a fresh one on the session's
+    PostgreSQL server (tests/plugins/postgres.py), reached with
+    PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://... (what the README's production
+    set-up runs). Started on first use; it does not change the session's PREFECT_API_URL.
+
+`on_prefect_pg` (function scope) -> PrefectServerProcess
+    Points this test at `prefect_server_pg`: PREFECT_API_URL in os.environ and in Prefect's
+    settings context for the test's duration, so the same helpers and flows run against it.
+
+`pg_serve_process_factory` (function scope)
+    `serve_process_factory`, with the serve processes talking to `prefect_server_pg`.
+
 `unique_scaling_tag` (function scope) -> str
     A scaling tag no other test uses ("scaling-<hex>").
 
@@ -35,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,14 +137,15 @@ def _terminate(proc: subprocess.Popen[Any], timeout: float = 15.0, *, group: boo
 
 
 class PrefectServerProcess:
-    """One `prefect server start` subprocess with its own home and SQLite database."""
+    """One `prefect server start` subprocess with its own home, on SQLite in `root` unless `db_url`
+    names another database (`postgresql+asyncpg://...`)."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, db_url: str | None = None) -> None:
         self.root = root
         self.port = port or free_port()
         self.home = root / "prefect-home"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.db_url = f"sqlite+aiosqlite:///{root / 'prefect.db'}"
+        self.db_url = db_url or f"sqlite+aiosqlite:///{root / 'prefect.db'}"
         self.log_path = root / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -138,6 +153,10 @@ class PrefectServerProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.db_url.startswith("postgresql") else "sqlite"
 
     def env(self) -> dict[str, str]:
         """Environment for processes that talk to this server (serve processes, CLIs)."""
@@ -356,10 +375,7 @@ def unique_scaling_tag() -> str:
     return f"scaling-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def serve_process_factory(
-    prefect_server_control: PrefectServerProcess, tmp_path: Path
-) -> Iterator[Callable[..., ServeProcess]]:
+def _serve_processes(server: PrefectServerProcess, tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
     def start(
@@ -377,7 +393,7 @@ def serve_process_factory(
                   "reconcile_every": reconcile_every, "automation": automation}
         env = {"RSP_HOME": str(home or workdir / "rsp-home"), "RSP_LEDGER_URL": ledger_url,
                "RSP_SCALING_TAG": scaling_tag, "RSP_POLICY": str(_no_watcher_policy(tmp_path))}
-        proc = ServeProcess(prefect_server_control, workdir, config, env).start()
+        proc = ServeProcess(server, workdir, config, env).start()
         started.append(proc)
         return proc
 
@@ -385,6 +401,48 @@ def serve_process_factory(
     for proc in started:
         proc.sigterm(timeout=10)
         proc.kill()
+
+
+@pytest.fixture
+def serve_process_factory(
+    prefect_server_control: PrefectServerProcess, tmp_path: Path
+) -> Iterator[Callable[..., ServeProcess]]:
+    yield from _serve_processes(prefect_server_control, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def prefect_server_pg(postgres_server: Any) -> Iterator[PrefectServerProcess]:
+    root = Path(tempfile.mkdtemp(prefix="rsp-prefect-pg-"))
+    database = postgres_server.new_database("prefect")
+    server = PrefectServerProcess(root, db_url=postgres_server.url(database.rsplit("/", 1)[1], driver="asyncpg"))
+    # Prefect migrates a fresh PostgreSQL database at start-up: 60-85 s measured here under load, past
+    # START_TIMEOUT_S; a slow start is not a failure worth a red run.
+    try:
+        server.start(timeout=4 * START_TIMEOUT_S)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def on_prefect_pg(prefect_server_pg: PrefectServerProcess, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[PrefectServerProcess]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server_pg.url)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server_pg.url}):
+        try:
+            yield prefect_server_pg
+        finally:
+            _drain_prefect_workers()
+
+
+@pytest.fixture
+def pg_serve_process_factory(
+    on_prefect_pg: PrefectServerProcess, tmp_path: Path
+) -> Iterator[Callable[..., ServeProcess]]:
+    yield from _serve_processes(on_prefect_pg, tmp_path)
 
 
 __all__ = [
