@@ -88,14 +88,35 @@ def record_determination(ledger: Ledger, subject: str, det: Determination, folde
                          extra: Mapping[str, Any]) -> Event:
     """Append the determination (with `extra`: scores, stage error, forced, policy reference) to the
     ledger, then write it to the run folder with where it sits in the chain. The ledger first: the
-    file is a copy for people, the ledger is the record."""
-    recorded = DeterminationRecorded.of(det, **extra)
+    file is a copy for people, the ledger is the record. The gate signs it (an in-toto statement
+    citing the policy file's and the sample rows' sha256, tasks/trust/attest.py) first."""
+    from tasks.trust.attest import attest_determination
+
+    signed = attest_determination(ledger, det, extra, folder)
+    if "attestation_error" in signed:
+        get_run_logger().error("determination NOT signed (recorded unsigned): %s", signed["attestation_error"])
+    recorded = DeterminationRecorded.of(det, **extra, **signed)
     payload = recorded.to_payload()
     event = ledger.record(recorded, subject)
     write_json(folder / "determination.json", payload | {"ledger_seq": event.seq, "ledger_hash": event.hash})
     get_run_logger().info("determination recorded at ledger seq %d: level %s, decision %s", event.seq,
                           det.required_level, det.decision)
     return event
+
+
+def sign_head_quietly(ledger: Ledger, why: str) -> None:
+    """Sign (and publish, when configured) the ledger's head after an evaluation or a halt. A failure
+    is logged as an error, never raised: the determination and any halt are already recorded, and
+    the next signing covers this head too."""
+    from tasks.ledger.heads import HeadError, sign_and_keep
+
+    try:
+        head = sign_and_keep(ledger)
+    except (HeadError, OSError) as exc:
+        get_run_logger().error("ledger head NOT signed after %s: %s", why, exc)
+        return
+    get_run_logger().info("ledger head signed after %s: seq %d%s", why, head.seq,
+                          f", published to {head.published}" if head.published else "")
 
 
 def write_run_report_quietly(ledger: Ledger, runs_dir: Path, run_id: str) -> None:

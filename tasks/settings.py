@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     s3_profile: str | None = None
     evidence_store: str | None = Field(None, description="Folder or s3://bucket/prefix of safeguard evidence.")
     runs_dir: Path | None = Field(None, description="Where per-evaluation folders (logs, reports) go.")
+    dask_address: str | None = Field(
+        None, description="tcp://host:port of a long-lived Dask scheduler: the 'auto' task runner fans benchmarks "
+                          "out to its workers; unset, to local processes.")
     notify: str = Field("file", description="Comma-separated notifiers: file, console, slack.")
     slack_channel: str | None = None
     slack_api_url: str | None = Field(None, description="Override Slack's Web API base URL (tests, proxies).")
@@ -71,8 +74,22 @@ class Settings(BaseSettings):
         None, description="Bucket the checkpoint_bucket_hardening check inspects; default: the s3:// checkpoint store's."
     )
     misuse_probe_url: str | None = Field(None, description="Base URL of the deployed misuse classifier to probe.")
+    served_base_url: str | None = Field(
+        None, description="OpenAI-compatible /v1 URL of the server (vLLM, SGLang) for kind inspect checkpoints "
+        "whose manifest names none."
+    )
     misuse_probe_timeout_s: float = Field(5.0, gt=0)
     roster: Path | None = Field(None, description="Who holds which role (YAML); default <home>/roster.yaml.")
+    gate_key: Path | None = Field(
+        None, description="The gate's ed25519 signing key (OpenSSH or PEM); default <home>/keys/gate, created "
+                          "on first use (mode 0600) and its public key recorded once in the ledger (gate.key)."
+    )
+    heads_dir: Path | None = Field(None, description="Signed ledger heads (C2SP-style notes); default <home>/heads.")
+    head_publish_uri: str | None = Field(
+        None, description="s3://bucket/prefix where each signed head is also written, write-once: the bucket "
+                          "must have Object Lock (each head gets COMPLIANCE retention). Unset: kept locally only."
+    )
+    head_retention_days: int = Field(3650, ge=1, description="Object Lock retention of each published head.")
 
     @field_validator("scaling_deployments", mode="before")
     @classmethod
@@ -110,6 +127,14 @@ class Settings(BaseSettings):
     @property
     def resolved_evidence_store(self) -> str:
         return self.evidence_store or str(self.home / "evidence")
+
+    @property
+    def resolved_gate_key(self) -> Path:
+        return self.gate_key or self.home / "keys" / "gate"
+
+    @property
+    def resolved_heads_dir(self) -> Path:
+        return self.heads_dir or self.home / "heads"
 
 
 @lru_cache(maxsize=1)

@@ -143,6 +143,71 @@ class PolicyUnreadable(LedgerEventModel):
     error: str
 
 
+# -- policy versions: which version is in force, changes held for the approvers (tasks/policy_versions.py)
+
+
+class PolicyAdopted(LedgerEventModel):
+    """A policy version put in force for its policy id: the first one a ledger sees, a change that
+    loosens nothing, or a loosening its proposal's quorum approved (`reason`). `text` is the policy
+    file as it was, so the version stays usable when the file on disk changes. Subject: the policy id."""
+
+    kind: Literal["policy.adopted"] = "policy.adopted"
+    policy_id: str
+    sha256: str
+    reason: str
+    text: str
+    version: str | None = None
+    source: str | None = None
+    previous_sha256: str | None = None
+    changes: list[str] | None = None
+    proposal_id: str | None = None
+    approvers: list[str] | None = None
+
+
+class PolicyChangeProposed(LedgerEventModel):
+    """A policy version that loosens the one in force, held until the in-force approver rules (`rules`)
+    are met by signed votes; the version in force stays meanwhile. Subject: the proposal id."""
+
+    kind: Literal["policy.change_proposed"] = "policy.change_proposed"
+    proposal_id: str
+    policy_id: str
+    sha256: str
+    in_force_sha256: str
+    loosening: list[str]
+    text: str
+    rules: dict[str, Any]
+    changes: list[str] | None = None
+    version: str | None = None
+    source: str | None = None
+
+
+class PolicyChangeVoted(LedgerEventModel):
+    """A signed vote on a policy change proposal (tasks/trust/votes.py `change_vote_statement`); counted
+    only after its signature verifies against the roster. Subject: the proposal id."""
+
+    kind: Literal["policy.change_voted"] = "policy.change_voted"
+    proposal_id: str
+    person: str
+    decision: str
+    role: str
+    statement: dict[str, Any]
+    signature: str
+    key_fingerprint: str | None = None
+    justification: str | None = None
+
+
+class PolicyChangeVoteRefused(LedgerEventModel):
+    """A vote on a policy change that does not count, and why (`code`). Subject: the proposal id as given."""
+
+    kind: Literal["policy.change_vote_refused"] = "policy.change_vote_refused"
+    proposal_id: str
+    code: str
+    reason: str
+    person: str | None = None
+    statement: dict[str, Any] | None = None
+    signature: str | None = None
+
+
 class DeterminationCheckpoint(BaseModel):
     """`checkpoint` of a determination: `policy.determination.CheckpointRef` as recorded."""
 
@@ -169,6 +234,10 @@ class DeterminationRecorded(LedgerEventModel):
     stage_error: str | None = None
     forced: bool | None = None
     policy_ref: str | None = None
+    # The gate's signed in-toto statement of this determination (tasks/trust/attest.py), a DSSE
+    # envelope; or why it could not be signed (the determination is recorded all the same).
+    attestation: dict[str, Any] | None = None
+    attestation_error: str | None = None
 
     @classmethod
     def of(cls, determination: Determination, **extras: Any) -> DeterminationRecorded:
@@ -181,6 +250,18 @@ class DeterminationRecorded(LedgerEventModel):
 
         data = self.to_payload()
         return Determination.model_validate({k: v for k, v in data.items() if k in Determination.model_fields})
+
+
+class GateKeyRecorded(LedgerEventModel):
+    """The public key the gate signs determinations and ledger heads with, recorded once per key the
+    first time it signs. A third party compares the fingerprint with the key it was given out of
+    band; the ledger's copy alone proves nothing (whoever rewrites the ledger can rewrite it).
+    Subject: the key's fingerprint."""
+
+    kind: Literal["gate.key"] = "gate.key"
+    public_key: str
+    fingerprint: str
+    path: str | None = None
 
 
 class ForecastWarning(LedgerEventModel):
@@ -207,6 +288,25 @@ class ForecastWarning(LedgerEventModel):
     band: Number | None = None
     checkpoints: int | None = None
     message: str | None = None
+
+
+class NoiseProbeFlagged(LedgerEventModel):
+    """The noise-injection sandbagging probe (`policy.sandbagging.noise_probe_anomalies`) flagged a
+    benchmark of a checkpoint with real weights: `noised` (sigma → correct answers out of `n`) rose
+    above `clean` beyond the interval, or the probe could not run (`error`). The benchmark's
+    thresholds are undetermined in the determination recorded next. Subject: the checkpoint URI."""
+
+    kind: Literal["noise_probe.flagged"] = "noise_probe.flagged"
+    checkpoint: str
+    run_id: str
+    step: int
+    benchmark: str
+    message: str
+    n: int
+    clean: int
+    noised: dict[str, int]
+    scale: str
+    error: str | None = None
 
 
 # -- claims (tasks/ledger/claims.py) --------------------------------------------------------------
@@ -272,6 +372,8 @@ class HaltApplied(_HaltEvent):
     already_paused: list[str] | None = None
     cancelled: list[str] | None = None
     attempts: int | None = None
+    paused_queues: list[str] | None = None  # scaling work queues ("pool/queue") this apply paused
+    already_paused_queues: list[str] | None = None
 
 
 class HaltApplyFailed(_HaltEvent):
@@ -282,13 +384,20 @@ class HaltApplyFailed(_HaltEvent):
     errors: list[dict[str, Any]] | None = None
     paused: list[str] | None = None
     cancelled: list[str] | None = None
+    paused_queues: list[str] | None = None
 
 
 class HaltReconciled(_HaltEvent):
+    """Drift corrected for an open halt; or (`resumed_queues`) a scaling work queue it had paused
+    resumed once no open halt covered it (tasks/enforcement/queues.py)."""
+
     kind: Literal["halt.reconciled"] = "halt.reconciled"
     api_url: str | None = None
     paused: list[str] | None = None
     cancelled: list[str] | None = None
+    paused_queues: list[str] | None = None
+    resumed_queues: list[str] | None = None
+    by: str | None = None  # reconcile | lift (evaluation caught up)
 
 
 class HaltReconcileFailed(_HaltEvent):
@@ -430,6 +539,14 @@ class VoteRecorded(_HaltEvent):
     channel_ref: str | None = None
     duplicate: bool | None = None
     tally: dict[str, Any] | None = None
+    # tasks/trust/votes.py: the signed statement, its signature and the roster key that verified it;
+    # `verified` false: an unsigned channel (counts only where the policy trusts it). Absent: written
+    # before votes were signed.
+    statement: dict[str, Any] | None = None
+    signature: str | None = None
+    key_fingerprint: str | None = None
+    verified: bool | None = None
+    role: str | None = None
 
 
 class VoteRefused(_HaltEvent):
@@ -442,6 +559,9 @@ class VoteRefused(_HaltEvent):
     decision: str | None = None
     channel: str | None = None
     channel_ref: str | None = None
+    statement: dict[str, Any] | None = None
+    signature: str | None = None
+    key_fingerprint: str | None = None
 
 
 class ApprovalRoundOpened(_HaltEvent):
@@ -511,7 +631,12 @@ LedgerEvent = Annotated[
         | CheckpointDuplicate
         | CheckpointWritten
         | PolicyUnreadable
+        | PolicyAdopted
+        | PolicyChangeProposed
+        | PolicyChangeVoted
+        | PolicyChangeVoteRefused
         | DeterminationRecorded
+        | GateKeyRecorded
         | ForecastWarning
         | EvaluationClaimed
         | EvaluationCompleted
@@ -540,6 +665,7 @@ LedgerEvent = Annotated[
         | ApprovalWaitTimedOut
         | NotificationSent
         | NotificationFailed
+        | NoiseProbeFlagged
     ),
     Field(discriminator="kind"),
 ]
@@ -604,6 +730,7 @@ __all__ = [
     "EvaluationFailed",
     "EvaluationReleased",
     "ForecastWarning",
+    "GateKeyRecorded",
     "GenericEvent",
     "HaltApplied",
     "HaltApplyFailed",
@@ -620,6 +747,10 @@ __all__ = [
     "LedgerEventModel",
     "NotificationFailed",
     "NotificationSent",
+    "PolicyAdopted",
+    "PolicyChangeProposed",
+    "PolicyChangeVoteRefused",
+    "PolicyChangeVoted",
     "ScalingRunBlocked",
     "ScalingRunCancelled",
     "VoteRecorded",
