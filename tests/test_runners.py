@@ -283,23 +283,9 @@ def test_unloadable_model_fails_the_benchmark(tmp_path: Path) -> None:
 
 
 def _tiny_hf_checkpoint(folder: Path) -> Path:
-    import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from tasks.benchmarks.tiny_checkpoint import write_tiny_checkpoint
 
-    # Character-level vocabulary built here: no download, no hub.
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {"[UNK]": 0, "[EOS]": 1, **{ch: i + 2 for i, ch in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", pad_token="[EOS]")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=len(vocab), n_positions=1024,
-                                       eos_token_id=1, bos_token_id=1))
-    fast.save_pretrained(folder)
-    model.save_pretrained(folder)
-    return folder
+    return write_tiny_checkpoint(folder)
 
 
 def test_tiny_hugging_face_checkpoint_through_inspect(tmp_path: Path) -> None:

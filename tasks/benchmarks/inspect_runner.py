@@ -2,12 +2,19 @@
 
 Config: {type: inspect, task: <name>, [scorer: <name>], [score_key: <key>], [retries: 1],
          [log_format: eval|json], [max_samples: <n>], [log_realtime: bool],
-         [task_args.<arg>: <value> ...]}
+         [scoring: generate|loglikelihood], [task_args.<arg>: <value> ...]}
 
 `task` is one of our proxy ids (tasks/benchmarks/proxies.py), else any task Inspect
 can resolve: a registry name (`inspect_evals/wmdp_bio`) or `path/to/file.py@task`.
 The checkpoint's `model` picks the model: simulated -> `rsp-sim`, huggingface ->
-`rsp-hf`, inspect -> the given model string unchanged.
+`rsp-hf` (batched greedy generation, hf_model.py), inspect -> the given model string unchanged.
+
+`scoring: loglikelihood` (multiple-choice proxy tasks on a huggingface checkpoint) does
+not generate: the questions are scored by the log-likelihood of each choice in batched
+forward passes (loglikelihood.py), outside Inspect, and give the same rows as generate
+scoring. It writes no Inspect log, and a re-run scores again (it is deterministic and
+fast). A simulated checkpoint ignores `scoring` (its answers are drawn, not decoded);
+a served model (kind inspect) with `scoring: loglikelihood` is a runner error.
 
 Runs use `eval_set` in `log_dir/<benchmark id>/<run key>`, where the key hashes
 everything that changes the answer (task, task args, model, model args, epochs,
@@ -42,8 +49,9 @@ from tasks.storage import fsspec_local_path
 
 _INSPECT_LOCK = threading.Lock()
 _SIM_EXTRAS = ("curves", "capability_offset", "error_rate")
-_HF_EXTRAS = ("device", "max_new_tokens", "dtype")
-_RUN_KEYS = {"type", "task", "scorer", "score_key", "retries", "log_format", "max_samples", "log_realtime"}
+_HF_EXTRAS = ("device", "max_new_tokens", "dtype", "batch_size", "batch_wait_s")
+_RUN_KEYS = {"type", "task", "scorer", "score_key", "retries", "log_format", "max_samples", "log_realtime",
+             "scoring"}
 
 
 def _slug(text: str) -> str:
@@ -85,7 +93,12 @@ class InspectRunner:
         unknown = sorted(k for k in cfg if k not in _RUN_KEYS and not k.startswith("task_args."))
         if unknown:
             raise RunnerError(f"{benchmark.id}: unknown 'inspect' runner option(s) {', '.join(unknown)}")
+        scoring = str(cfg.get("scoring", "generate"))  # the policy schema allows generate|loglikelihood only
         model, model_args = inspect_model(checkpoint, benchmark)
+        kind = checkpoint.model["kind"]
+        if scoring == "loglikelihood" and kind == "inspect":
+            raise RunnerError(f"{benchmark.id}: scoring 'loglikelihood' needs a checkpoint folder "
+                              f"(kind huggingface); {model} is a served model")
 
         # Heavy imports only now: Inspect (1.4 s) and, through proxies, our providers.
         from inspect_ai import eval_set
@@ -99,6 +112,8 @@ class InspectRunner:
             task: Any = proxies.proxy_task(task_name)
         else:
             task = task_name  # Inspect resolves registry names and file.py@task itself
+        if scoring == "loglikelihood" and kind == "huggingface":
+            return _loglikelihood_table(task, task_name, model_args, benchmark, limit)
 
         key = run_key({"task": task_name, "task_args": task_args, "model": model, "model_args": model_args,
                        "epochs": benchmark.attempts, "limit": limit, "version": benchmark.version,
@@ -108,7 +123,11 @@ class InspectRunner:
         options: dict[str, Any] = {}
         if "max_samples" in cfg:
             options["max_samples"] = int(cfg["max_samples"])
-        options["log_realtime"] = bool(cfg.get("log_realtime", checkpoint.model["kind"] != "simulated"))
+        options["log_realtime"] = bool(cfg.get("log_realtime", kind != "simulated"))
+        if kind == "huggingface":
+            # Inspect's adaptive concurrency starts low and would starve the batches; the
+            # provider's max_connections (two batches) is the limit to use.
+            options["adaptive_connections"] = False
         with _INSPECT_LOCK:
             try:
                 _, logs = eval_set(
@@ -146,3 +165,20 @@ class InspectRunner:
                               f"{err.strip().splitlines()[-1] if err.strip() else err} (log: {location})")
         return table_from_inspect_log(fsspec_local_path(location), benchmark.id, benchmark.version,
                                       scorer=cfg.get("scorer"), score_key=cfg.get("score_key"))
+
+
+def _loglikelihood_table(task: Any, task_name: str, model_args: dict[str, Any], benchmark: Benchmark,
+                         limit: int | None) -> SampleTable:
+    from tasks.benchmarks.hf_folder import CheckpointLoadError, load_folder
+    from tasks.benchmarks.loglikelihood import DEFAULT_BATCH_SIZE, table_for
+
+    if isinstance(task, str):
+        raise RunnerError(f"{benchmark.id}: scoring 'loglikelihood' reads its questions from one of our proxy "
+                          f"tasks; '{task_name}' is not one")
+    try:
+        model, tokenizer = load_folder(model_args["path"], str(model_args.get("device", "cpu")),
+                                       model_args.get("dtype"))
+    except CheckpointLoadError as exc:
+        raise RunnerError(f"{benchmark.id}: {exc}") from exc
+    return table_for(model, tokenizer, task, benchmark, limit=limit,
+                     batch_size=int(model_args.get("batch_size", DEFAULT_BATCH_SIZE)))

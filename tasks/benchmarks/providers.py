@@ -7,7 +7,7 @@ runner imports it only when it runs an evaluation. After that, Inspect resolves
 
 rsp-sim model_args: run_id, step, effective_compute, digest, benchmark, chance
   [, curves {id: [midpoint, slope]}, capability_offset, error_rate]
-rsp-hf  model_args: path [, device, max_new_tokens, dtype]
+rsp-hf  model_args: path [, device, max_new_tokens, dtype, batch_size, batch_wait_s] (batched greedy; hf_model.py)
 """
 
 from __future__ import annotations
