@@ -1,8 +1,9 @@
 """The pipeline's deployments, read from their one definition: deployments/prefect.yaml.
 
 `prefect deploy --all --prefect-file deployments/prefect.yaml` registers them for workers in
-a work pool; `rsp serve` builds the same deployments from the same file and serves them
-from one process. Names, entrypoints, descriptions, tags, parameters, schedules and event
+work pools (the gate's flows on `rsp`, scaling flows on `rsp-scaling`, whose queue a halt
+pauses; tests/test_workers.py); `rsp serve` builds the same deployments from the same file and
+serves them from one process (served deployments belong to no pool). Names, entrypoints, descriptions, tags, parameters, schedules and event
 triggers come from the file; `rsp serve` only overrides what its options name (the policy,
 the watch interval and store) and the scaling tag of scaling deployments.
 """

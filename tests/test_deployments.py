@@ -56,3 +56,24 @@ def test_bad_files_and_names_are_refused(tmp_path: Path) -> None:
     bad.write_text("name: nothing\n")
     with pytest.raises(DeploymentFileError, match="no `deployments:` list"):
         deployment_specs(bad)
+
+
+def test_scaling_runs_from_their_own_queue_and_the_gate_from_another() -> None:
+    """A halt pauses the scaling queue (settings' default = this file's); the gate's own flows
+    must never wait in it, or a halt would stop the gate that lifts it."""
+    from tasks.enforcement.settings import DEFAULT_SCALING_QUEUES
+
+    def queue(spec: dict[str, object]) -> str:
+        pool = spec["work_pool"]
+        assert isinstance(pool, dict)
+        return f"{pool['name']}/{pool['work_queue_name']}"
+
+    specs = deployment_specs()
+    scaling = {s["name"]: queue(s) for s in specs if "scaling" in (s.get("tags") or [])}
+    gate = {s["name"]: queue(s) for s in specs if "scaling" not in (s.get("tags") or [])}
+    assert scaling == {"train-demo": "rsp-scaling/scaling"}
+    assert set(scaling.values()) == set(DEFAULT_SCALING_QUEUES)
+    assert set(gate) == {"watch", "evaluate", "halt", "approval", "resume"}
+    assert not set(gate.values()) & set(DEFAULT_SCALING_QUEUES), gate
+    # Not even the same pool: a worker for the gate never polls the scaling queue, nor the reverse.
+    assert {q.split("/")[0] for q in gate.values()}.isdisjoint({q.split("/")[0] for q in scaling.values()})

@@ -223,6 +223,12 @@ def _resume_into(outcome: LiftOutcome, store: Ledger, halt_id: str, **prefect: A
         return
     outcome.resumed, outcome.kept_paused = done["resumed"], done["kept_paused"]
     store.record(HaltDeploymentsResumed(halt_id=halt_id, **done), halt_id)
+    from tasks.enforcement.queues import resume_released_queues
+
+    # The scaling work queue (fifth layer) resumes with the deployments, not a reconcile pass later.
+    queues = resume_released_queues(store, **prefect)
+    if queues:
+        outcome.message += "; resumed queue(s) " + ", ".join(str(q["name"]) for q in queues)
     if done["resumed"]:
         outcome.message += f"; resumed {', '.join(done['resumed'])}"
     if done["kept_paused"]:

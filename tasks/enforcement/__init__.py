@@ -1,6 +1,6 @@
 """Enforcement: turning a halt in the ledger into scaling that has really stopped.
 
-A halt is four things (DESIGN.md, "pausing a Prefect deployment is not a halt"):
+A halt is five things (DESIGN.md, "pausing a Prefect deployment is not a halt"):
 
 1. the record: `open_halt(determination, ...)` / `open_manual_halt(reason, activities)`
    write `halt.opened` to the ledger, idempotently per cause. From that moment the gate
@@ -9,9 +9,14 @@ A halt is four things (DESIGN.md, "pausing a Prefect deployment is not a halt"):
 2. `apply_halt(halt_id)`: pause the scaling deployments and cancel their scheduled,
    pending, running and paused flow runs through Prefect's API, with retries; records
    `halt.applied` or `halt.apply_failed`;
-3. `reconcile()`: re-apply every open halt (watch ticks, serve start-up via
-   `serve_scaling`, `rsp halt reconcile`); silent when Prefect already agrees;
-4. `ensure_halt_automation()`: a Prefect automation that cancels new runs of halted
+3. the same apply pauses the scaling work queue (settings' `queues`, default
+   `rsp-scaling/scaling` from deployments/prefect.yaml) while the halt pauses every scaling
+   deployment on it: no worker is handed a run from it, however the run was created;
+4. `reconcile()`: re-apply every open halt (watch ticks, serve start-up via
+   `serve_scaling`, `rsp halt reconcile`), the queue pause included, and resume a queue the
+   halts paused once none covers it (tasks/enforcement/queues.py); silent when Prefect
+   already agrees;
+5. `ensure_halt_automation()`: a Prefect automation that cancels new runs of halted
    deployments (best effort).
 
 `open_and_enforce(HaltRequest(...), ledger=...)` is the one composition every halt goes

@@ -1,9 +1,9 @@
 """Applying one halt to Prefect, with retries, and recording the outcome in the ledger.
 
 The halt is already in force when this runs: the ledger holds it and the gate reads the
-ledger. Applying makes Prefect agree (deployments paused, runs cancelled) so halted work
-is not even started. An unreachable or failing Prefect API is retried with backoff; if
-it stays down the report says NOT applied and the ledger gets `halt.apply_failed`, which
+ledger. Applying makes Prefect agree (deployments and their scaling work queue paused, runs
+cancelled) so halted work is not even started. An unreachable or failing Prefect API is
+retried with backoff; if it stays down the report says NOT applied and the ledger gets `halt.apply_failed`, which
 `rsp status` shows until a later apply or reconcile succeeds. `halt.applied` is written
 only when every step succeeded, and only once per halt unless a later apply changed
 something (applying twice records one application).
@@ -36,6 +36,8 @@ class ApplyReport(BaseModel):
     paused: list[dict[str, Any]] = Field(default_factory=list)
     already_paused: list[str] = Field(default_factory=list)
     cancelled: list[dict[str, Any]] = Field(default_factory=list)
+    paused_queues: list[dict[str, Any]] = Field(default_factory=list)  # scaling work queues this apply paused
+    already_paused_queues: list[str] = Field(default_factory=list)
     errors: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None  # why it was not applied, in one line
     automation: str | None = None
@@ -53,6 +55,8 @@ class ApplyReport(BaseModel):
         return (
             f"halt {self.halt_id} applied: {len(self.paused)} deployment(s) paused, "
             f"{len(self.already_paused)} already paused, {len(self.cancelled)} run(s) cancelled"
+            + (f", work queue(s) paused: {', '.join(q['name'] for q in self.paused_queues)}" if self.paused_queues
+               else "")
         )
 
 
@@ -120,7 +124,7 @@ def apply_halt(
     def one_pass() -> Any:
         with prefect_client(url) as client:
             done = enforce(client, [target], scaling_tag=cfg.scaling_tag, names=cfg.names,
-                           message=f"halted by rsp-gate: {halt_id}", spare_runs=spare_runs)
+                           message=f"halted by rsp-gate: {halt_id}", spare_runs=spare_runs, queues=cfg.queues)
             # The automation reflects every open halt, not only this one.
             all_targets = targets_of(store.halts("open"))
             halted = make_plan(done.plan.deployments, [], all_targets).halted_deployment_ids()
@@ -147,6 +151,7 @@ def apply_halt(
                 report.runs_recorded = _record_cancelled(store, done, url)
             report.paused = done.paused
             report.cancelled = done.cancelled
+            report.paused_queues, report.already_paused_queues = done.paused_queues, done.already_paused_queues(halt_id)
             report.errors = done.errors
             paused_ids = {p["id"] for p in done.paused}
             report.already_paused = [
@@ -179,7 +184,7 @@ def _record(store: Ledger, report: ApplyReport) -> None:
     from tasks.ledger.events import HaltApplied, HaltApplyFailed
 
     if report.applied:
-        changed = bool(report.paused or report.cancelled)
+        changed = bool(report.paused or report.cancelled or report.paused_queues)
         first = not store.events(kind=HaltApplied.KIND, subject=report.halt_id, limit=1)
         if not (first or changed):
             return  # already applied and Prefect still agrees: nothing new to record
@@ -190,6 +195,8 @@ def _record(store: Ledger, report: ApplyReport) -> None:
             already_paused=report.already_paused,
             cancelled=[c["id"] for c in report.cancelled],
             attempts=report.attempts,
+            paused_queues=[q["name"] for q in report.paused_queues],
+            already_paused_queues=report.already_paused_queues,
         ), report.halt_id)
         report.event = HaltApplied.KIND
     else:
@@ -201,6 +208,7 @@ def _record(store: Ledger, report: ApplyReport) -> None:
             errors=report.errors,
             paused=[p["name"] for p in report.paused],
             cancelled=[c["id"] for c in report.cancelled],
+            paused_queues=[q["name"] for q in report.paused_queues],
         ), report.halt_id)
         report.event = HaltApplyFailed.KIND
 

@@ -2,7 +2,9 @@
 flow runs cancelled, and doing it.
 
 `plan` is pure (halts + what Prefect shows -> what is out of line); `observe` reads Prefect;
-`enforce` reads, pauses, re-reads runs and cancels. One pass is idempotent: when Prefect
+`enforce` reads, pauses deployments and their scaling work queues, re-reads runs and cancels.
+A scaling work queue (settings' `queues`) is paused while a halt pauses every scaling deployment
+on it: a paused queue hands no run to any worker, whoever created the run. One pass is idempotent: when Prefect
 already agrees it issues no write at all. A transient API failure (unreachable, 5xx)
 raises, so the caller can retry the whole pass; a refusal about one item is recorded
 against that item and the pass goes on.
@@ -21,11 +23,14 @@ from tasks.enforcement.prefect_api import (
     CANCELLING_STATE,
     FlowRunInfo,
     ScalingDeployment,
+    ScalingQueue,
     cancel_flow_run,
     is_transient,
     list_runs,
     list_scaling_deployments,
     pause_deployment,
+    read_scaling_queues,
+    set_queue_paused,
     short_error,
 )
 
@@ -63,6 +68,18 @@ def halts_covering_deployment(dep: ScalingDeployment, targets: Sequence[HaltTarg
     ]
 
 
+def halts_covering_queue(queue: ScalingQueue, deployments: Sequence[ScalingDeployment],
+                         targets: Sequence[HaltTarget]) -> list[str]:
+    """Halts that require this work queue paused: those that pause every scaling deployment on it.
+    A queue with no scaling deployment on it is left alone (nothing of ours to stop there), and so is
+    one shared with a deployment the halt does not cover (a run-scoped halt must not stop other runs)."""
+    on_queue = [d for d in deployments if d.queue_name == queue.full_name]
+    if queue.id is None or not on_queue:
+        return []
+    covering = [set(halts_covering_deployment(d, targets)) for d in on_queue]
+    return [t.halt_id for t in targets if all(t.halt_id in c for c in covering)]
+
+
 def halts_covering_run(run: FlowRunInfo, dep: ScalingDeployment | None, targets: Sequence[HaltTarget]) -> list[str]:
     activities = dep.activities if dep is not None else ("training",)
     run_id = run.run_id or (dep.default_run_id if dep is not None else None)
@@ -82,20 +99,26 @@ class Plan:
     to_pause: list[ScalingDeployment] = field(default_factory=list)
     to_cancel: list[tuple[FlowRunInfo, list[str]]] = field(default_factory=list)
     cancelling: list[tuple[FlowRunInfo, list[str]]] = field(default_factory=list)
+    queues: list[ScalingQueue] = field(default_factory=list)
+    queue_covering: dict[str, list[str]] = field(default_factory=dict)  # "pool/queue" -> halt ids
+    queues_to_pause: list[ScalingQueue] = field(default_factory=list)
 
     @property
     def agrees(self) -> bool:
-        return not self.to_pause and not self.to_cancel
+        return not self.to_pause and not self.to_cancel and not self.queues_to_pause
 
     def halted_deployment_ids(self) -> list[str]:
         return sorted(d for d, hs in self.covering.items() if hs)
 
 
-def plan(deployments: Sequence[ScalingDeployment], runs: Sequence[FlowRunInfo], targets: Sequence[HaltTarget]) -> Plan:
+def plan(deployments: Sequence[ScalingDeployment], runs: Sequence[FlowRunInfo], targets: Sequence[HaltTarget],
+         queues: Sequence[ScalingQueue] = ()) -> Plan:
     by_id = {d.id: d for d in deployments}
     covering = {d.id: halts_covering_deployment(d, targets) for d in deployments}
-    result = Plan(list(deployments), list(runs), covering)
+    result = Plan(list(deployments), list(runs), covering, queues=list(queues))
     result.to_pause = [d for d in deployments if covering[d.id] and not d.paused]
+    result.queue_covering = {q.full_name: halts_covering_queue(q, deployments, targets) for q in queues}
+    result.queues_to_pause = [q for q in queues if result.queue_covering[q.full_name] and not q.paused]
     for run in runs:
         halts = halts_covering_run(run, by_id.get(run.deployment_id or ""), targets)
         if not halts:
@@ -109,12 +132,12 @@ def plan(deployments: Sequence[ScalingDeployment], runs: Sequence[FlowRunInfo], 
 
 def observe(
     client: SyncPrefectClient, targets: Sequence[HaltTarget], *, scaling_tag: str, names: Sequence[str] = (),
-    with_flow_names: bool = True,
+    with_flow_names: bool = True, queues: Sequence[str] = (),
 ) -> Plan:
-    """Read-only: what Prefect shows for every scaling deployment, against the halts."""
+    """Read-only: what Prefect shows for every scaling deployment and scaling queue, against the halts."""
     deployments = list_scaling_deployments(client, scaling_tag, names, with_flow_names=with_flow_names)
     runs = list_runs(client, [d.id for d in deployments])
-    return plan(deployments, runs, targets)
+    return plan(deployments, runs, targets, read_scaling_queues(client, queues))
 
 
 @dataclass
@@ -125,10 +148,11 @@ class Enforcement:
     paused: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    paused_queues: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.paused or self.cancelled)
+        return bool(self.paused or self.cancelled or self.paused_queues)
 
     @property
     def ok(self) -> bool:
@@ -138,7 +162,14 @@ class Enforcement:
         return {
             "paused": [p["name"] for p in self.paused if halt_id in p["halts"]],
             "cancelled": [c["id"] for c in self.cancelled if halt_id in c["halts"]],
+            "paused_queues": [q["name"] for q in self.paused_queues if halt_id in q["halts"]],
         }
+
+    def already_paused_queues(self, halt_id: str) -> list[str]:
+        """Scaling queues this halt needs paused that were paused before this pass."""
+        done = {q["name"] for q in self.paused_queues}
+        return [q.full_name for q in self.plan.queues
+                if halt_id in self.plan.queue_covering.get(q.full_name, []) and q.paused and q.full_name not in done]
 
 
 def _parallel(items: Sequence[Any], work: Any, workers: int) -> list[tuple[Any, BaseException | None, Any]]:
@@ -169,14 +200,18 @@ def enforce(
     message: str = "halted by rsp-gate",
     workers: int = WORKERS,
     spare_runs: Sequence[str] = (),
+    queues: Sequence[str] = (),
 ) -> Enforcement:
-    """Pause every covered deployment, then cancel every covered active run, except `spare_runs`
-    (flow run ids: the run applying the halt, which is stopping itself at its gate).
+    """Pause every covered deployment and scaling work queue (`queues`, "pool/queue"), then
+    cancel every covered active run, except `spare_runs` (flow run ids: the run applying the
+    halt, which is stopping itself at its gate).
 
     Runs are listed after the pauses, so a run created while pausing is still seen. A run
-    created after this pass is the gate's (and the next reconcile's) to stop."""
+    created after this pass is the gate's (and the next reconcile's) to stop; while the queue
+    is paused no worker starts it."""
     deployments = list_scaling_deployments(client, scaling_tag, names)
-    first = plan(deployments, [], targets)
+    found_queues = read_scaling_queues(client, queues)
+    first = plan(deployments, [], targets, found_queues)
     result = Enforcement(plan=first)
     outcomes = _parallel(first.to_pause, lambda d: pause_deployment(client, d.id), workers)
     _raise_transient(outcomes)
@@ -186,9 +221,12 @@ def enforce(
             result.paused.append(entry)
         else:
             result.errors.append({**entry, "what": "pause deployment", "error": short_error(exc)})
+    _pause_queues(client, first, result, bool(targets))
     runs = list_runs(client, [d.id for d in deployments]) if targets else []
-    after = plan(deployments, runs, targets)
+    after = plan(deployments, runs, targets, found_queues)
     after.to_pause = [d for d in first.to_pause if d.id not in {p["id"] for p in result.paused}]
+    after.queues_to_pause = [q for q in first.queues_to_pause
+                             if q.full_name not in {p["name"] for p in result.paused_queues}]
     result.plan = after
     if spare_runs:
         after.to_cancel = [(run, halts) for run, halts in after.to_cancel if run.id not in set(spare_runs)]
@@ -202,6 +240,39 @@ def enforce(
         else:
             result.errors.append({**entry, "what": "cancel flow run", "error": short_error(exc)})
     return result
+
+
+def _pause_queues(client: SyncPrefectClient, first: Plan, result: Enforcement, enforcing: bool) -> None:
+    """The queue layer: pause each covered scaling queue. A queue name that is not "pool/queue" is
+    an error while a halt is open (the layer it names cannot be applied), never skipped quietly."""
+    if enforcing:
+        for q in first.queues:
+            if q.problem:
+                result.errors.append({"id": None, "name": q.full_name, "halts": [], "what": "pause work queue",
+                                      "error": f"scaling queue setting: {q.problem}"})
+    for q in first.queues_to_pause:
+        assert q.id is not None  # covered queues exist
+        entry = {"id": q.id, "name": q.full_name, "halts": first.queue_covering[q.full_name]}
+        try:
+            set_queue_paused(client, q.id, True)
+        except Exception as exc:  # transient: retry the whole pass; otherwise this queue's error
+            if is_transient(exc):
+                raise
+            result.errors.append({**entry, "what": "pause work queue", "error": short_error(exc)})
+        else:
+            result.paused_queues.append(entry)
+
+
+def summarize_queues(p: Plan) -> list[dict[str, Any]]:
+    """Per configured scaling queue: exists?, paused?, which halts need it paused, the scaling
+    deployments on it, and whether it agrees."""
+    out = []
+    for q in p.queues:
+        halts = p.queue_covering.get(q.full_name, [])
+        drift = ["not paused"] if halts and not q.paused else []
+        out.append({**q.to_dict(), "halts": halts, "agrees": not drift, "drift": drift,
+                    "deployments": [d.full_name for d in p.deployments if d.queue_name == q.full_name]})
+    return out
 
 
 def summarize_deployments(p: Plan) -> list[dict[str, Any]]:
@@ -230,9 +301,13 @@ def halt_agreement(p: Plan, halt_id: str) -> dict[str, Any]:
     deps = [d for d in summarize_deployments(p) if halt_id in d["halts"]]
     unpaused = [d["name"] for d in deps if not d["paused"]]
     active = [r.id for r, hs in p.to_cancel if halt_id in hs]
+    queues = [q for q in p.queues if halt_id in p.queue_covering.get(q.full_name, [])]
+    unpaused_queues = [q.full_name for q in queues if not q.paused]
     return {
-        "agrees": not unpaused and not active,
+        "agrees": not unpaused and not active and not unpaused_queues,
         "deployments": len(deps),
+        "queues": len(queues),
+        "not_paused_queues": unpaused_queues,
         "not_paused": unpaused,
         "active_runs": active,
         "cancelling_runs": [r.id for r, hs in p.cancelling if halt_id in hs],
@@ -246,9 +321,11 @@ __all__ = [
     "enforce",
     "halt_agreement",
     "halts_covering_deployment",
+    "halts_covering_queue",
     "halts_covering_run",
     "observe",
     "plan",
     "summarize_deployments",
+    "summarize_queues",
     "targets_of",
 ]

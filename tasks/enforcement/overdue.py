@@ -208,6 +208,9 @@ def _resume(ledger: Ledger, halt_id: str, *, api_url: str | None, scaling_tag: s
         ledger.record(HaltResumeFailed(halt_id=halt_id, error=short_error(exc)), halt_id)
         return []
     ledger.record(HaltDeploymentsResumed(halt_id=halt_id, **done), halt_id)
+    from tasks.enforcement.queues import resume_released_queues
+
+    resume_released_queues(ledger, api_url=api_url, scaling_tag=scaling_tag, names=names)
     return list(done["resumed"])
 
 

@@ -108,10 +108,17 @@ class ScalingDeployment:
     activities: tuple[str, ...]
     default_run_id: str | None = None
     flow_name: str | None = None
+    work_pool: str | None = None  # None: served (`serve`), not run by workers in a pool
+    work_queue: str | None = None
 
     @property
     def full_name(self) -> str:
         return f"{self.flow_name}/{self.name}" if self.flow_name else self.name
+
+    @property
+    def queue_name(self) -> str | None:
+        """"pool/queue" its runs wait in for a worker; None for a served deployment."""
+        return f"{self.work_pool}/{self.work_queue}" if self.work_pool and self.work_queue else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,7 +127,28 @@ class ScalingDeployment:
             "tags": list(self.tags),
             "paused": self.paused,
             "activities": list(self.activities),
+            "work_queue": self.queue_name,
         }
+
+
+@dataclass(frozen=True)
+class ScalingQueue:
+    """A work queue named in the settings as one scaling deployments run from ("pool/queue").
+    `id` None: Prefect has no such queue (or the name is not "pool/queue": `problem` says so)."""
+
+    pool: str
+    name: str
+    id: str | None
+    paused: bool
+    problem: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.pool}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.full_name, "exists": self.id is not None, "paused": self.paused,
+                "problem": self.problem}
 
 
 @dataclass(frozen=True)
@@ -198,6 +226,8 @@ def _deployment(d: Any, flow_names: dict[str, str]) -> ScalingDeployment:
         activities=activities_of(d.tags or ()),
         default_run_id=run_id if isinstance(run_id, str) else None,
         flow_name=flow_names.get(str(d.flow_id)),
+        work_pool=getattr(d, "work_pool_name", None) or None,
+        work_queue=getattr(d, "work_queue_name", None) or None,
     )
 
 
@@ -360,6 +390,33 @@ def pause_deployment(client: SyncPrefectClient, deployment_id: str) -> None:
     client.pause_deployment(deployment_id)
 
 
+def read_scaling_queues(client: SyncPrefectClient, names: Sequence[str]) -> list[ScalingQueue]:
+    """The work queues `names` ("pool/queue") as Prefect has them now; one absent is listed with
+    id None (nothing can wait in it), a malformed name with its `problem`."""
+    from prefect.exceptions import ObjectNotFound
+
+    out = []
+    for full in dict.fromkeys(names):
+        pool, _, queue = full.partition("/")
+        if not pool or not queue or "/" in queue:
+            out.append(ScalingQueue(pool, queue, None, False, problem=f"{full!r} is not 'pool/queue'"))
+            continue
+        try:
+            q = client.read_work_queue_by_name(queue, work_pool_name=pool)
+        except ObjectNotFound:
+            out.append(ScalingQueue(pool, queue, None, False))
+            continue
+        out.append(ScalingQueue(pool, queue, str(q.id), bool(q.is_paused)))
+    return out
+
+
+def set_queue_paused(client: SyncPrefectClient, queue_id: str, paused: bool) -> None:
+    """Pause (a paused queue hands no run to any worker) or resume a work queue."""
+    from uuid import UUID
+
+    client.update_work_queue(UUID(queue_id), is_paused=paused)
+
+
 def cancel_flow_run(client: SyncPrefectClient, flow_run_id: str, message: str) -> str:
     """Ask for cancellation (Cancelling, as `prefect flow-run cancel` does); the runner that owns
     the run stops it. Returns the state type the server settled on."""
@@ -394,6 +451,7 @@ __all__ = [
     "NoPrefectApi",
     "PrefectUnavailable",
     "ScalingDeployment",
+    "ScalingQueue",
     "activities_of",
     "automation_targets",
     "cancel_flow_run",
@@ -404,6 +462,8 @@ __all__ = [
     "list_stopped_runs",
     "pause_deployment",
     "prefect_client",
+    "read_scaling_queues",
     "resolve_api_url",
+    "set_queue_paused",
     "short_error",
 ]

@@ -10,7 +10,9 @@ First, each pass lifts every `evaluation_overdue` halt whose run has caught up (
 it reported has a determination; tasks/enforcement/overdue.py), so such a halt lifts even when
 its trainer has stopped. No other halt is ever lifted here.
 
-Every layer: besides pausing and cancelling, a pass keeps the halt-guard automation in
+Every layer: besides pausing deployments and their scaling work queue and cancelling runs, a pass
+resumes a scaling queue that it (or an apply) paused once no open halt covers it any more (a lifted
+halt; tasks/enforcement/queues.py), and keeps the halt-guard automation in
 place once it was installed (tasks/enforcement/automation.py `keep_guard`): deleted, disabled
 or edited, it is put back and `halt_guard.restored` is recorded. And every attempt on record:
 runs of halted deployments that were cancelled (by this pass, by the automation, or found
@@ -57,8 +59,11 @@ class ReconcileReport:
     changed: bool = False
     paused: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[dict[str, Any]] = field(default_factory=list)
+    paused_queues: list[dict[str, Any]] = field(default_factory=list)  # scaling work queues paused by this pass
+    resumed_queues: list[dict[str, Any]] = field(default_factory=list)  # {name, halt_id}: no open halt covers them
     errors: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    queue_error: str | None = None  # resuming a released queue failed (the halt side is unaffected)
     automation: str | None = None  # what the sync changed (created, updated, enabled, ...), "absent" or "error: ..."
     automation_state: dict[str, Any] | None = None  # GuardSync.to_dict(): present, enabled, restored, ...
     runs_recorded: list[str] = field(default_factory=list)  # flow runs newly recorded as scaling.run_cancelled
@@ -94,6 +99,13 @@ class ReconcileReport:
                                                      "deployment(s)" if guard.get("enabled") else "disabled"))
         if self.runs_recorded:
             parts.append(f"{len(self.runs_recorded)} stopped run(s) of halted deployments recorded")
+        if self.paused_queues:
+            parts.append("work queue(s) paused: " + ", ".join(q["name"] for q in self.paused_queues))
+        if self.resumed_queues:
+            parts.append("work queue(s) resumed (no open halt covers them): "
+                         + ", ".join(q["name"] for q in self.resumed_queues))
+        if self.queue_error:
+            parts.append(f"resuming work queues FAILED: {self.queue_error}")
         return "".join(f"; {p}" for p in parts)
 
 
@@ -162,6 +174,7 @@ def reconcile(
         else:
             _note_guard(report, result)
             stopped = result.stopped
+            _note_queues(report, result)
     elif report.api_url is not None:
         url = report.api_url
 
@@ -175,17 +188,19 @@ def reconcile(
             report.ok, report.error = False, f"Prefect API at {report.api_url} failed: {short_error(exc)}"
         else:
             _note_guard(report, result)
+            _note_queues(report, result)
             stopped, done = result.stopped, result.done
             assert done is not None  # enforced: there were targets
             report.paused, report.cancelled, report.errors = done.paused, done.cancelled, done.errors
-            report.changed = done.changed or result.guard.restored
+            report.paused_queues = done.paused_queues
+            report.changed = done.changed or result.guard.restored or bool(report.resumed_queues)
             report.ok = done.ok
             if done.errors:
                 report.error = "; ".join(f"{e['what']} {e['name']}: {e['error']}" for e in done.errors)[:500]
             if record and done.changed:
                 for h in open_halts:
                     fixed = done.fixed_for(h.halt_id)
-                    if fixed["paused"] or fixed["cancelled"]:
+                    if fixed["paused"] or fixed["cancelled"] or fixed["paused_queues"]:
                         store.record(HaltReconciled(halt_id=h.halt_id, api_url=report.api_url, **fixed), h.halt_id)
                         report.events.append(HaltReconciled.KIND)
     if record and stopped:
@@ -203,6 +218,7 @@ def reconcile(
         "checked_at": report.checked_at, "ok": report.ok, "halts": report.halts, "changed": report.changed,
         "error": report.error, "api_url": report.api_url, "ledger": report.ledger,
         "paused": [p["name"] for p in report.paused], "cancelled": [c["id"] for c in report.cancelled],
+        "paused_queues": [q["name"] for q in report.paused_queues], "resumed_queues": report.resumed_queues,
         "duration_s": round(report.duration_s, 4), "automation": report.automation_state,
         "runs_recorded": report.runs_recorded,
     })
@@ -214,6 +230,8 @@ class _Pass(NamedTuple):
     guard: GuardSync
     guard_events: list[str]  # ledger kinds keep_guard wrote
     stopped: list[StoppedRun]  # runs stopped while halted, not yet on record
+    resumed_queues: list[dict[str, Any]]  # scaling queues resumed: no open halt covers them now
+    queue_error: str | None
 
 
 def _one_pass(store: Ledger, cfg: EnforcementSettings, url: str, targets: Sequence[HaltTarget],
@@ -230,18 +248,29 @@ def _one_pass(store: Ledger, cfg: EnforcementSettings, url: str, targets: Sequen
     from tasks.enforcement.enforce import enforce
     from tasks.enforcement.prefect_api import (
         CANCELLING_STATE,
+        is_transient,
         list_scaling_deployments,
         prefect_client,
         short_error,
     )
+    from tasks.enforcement.queues import release_queues
 
     with prefect_client(url) as client:
         done = None
         halted: list[str] = []
         if targets:
             done = enforce(client, targets, scaling_tag=cfg.scaling_tag, names=cfg.names,
-                           message="halted by rsp-gate (reconcile)")
+                           message="halted by rsp-gate (reconcile)", queues=cfg.queues)
             halted = done.plan.halted_deployment_ids()
+        resumed: list[dict[str, Any]] = []
+        queue_error = None
+        try:
+            resumed = release_queues(client, store, scaling_tag=cfg.scaling_tag, names=cfg.names, queues=cfg.queues,
+                                     targets=targets, api_url=url, by="reconcile", record=record)
+        except Exception as exc:  # a queue left paused errs on the safe side; reported, not raised
+            if is_transient(exc):
+                raise
+            queue_error = short_error(exc)
         guard_events: list[str] = []
         try:
             guard, guard_events = keep_guard(client, store, cfg.scaling_tag, halted, api_url=url,
@@ -261,7 +290,15 @@ def _one_pass(store: Ledger, cfg: EnforcementSettings, url: str, targets: Sequen
             if found:
                 found = attribute_to_automation(client, found, guard.automation_id, min(w.opened for w in windows))
             stopped = own + found
-    return _Pass(done, guard, guard_events, stopped)
+    return _Pass(done, guard, guard_events, stopped, resumed, queue_error)
+
+
+def _note_queues(report: ReconcileReport, result: _Pass) -> None:
+    from tasks.ledger.events import HaltReconciled
+
+    report.resumed_queues, report.queue_error = result.resumed_queues, result.queue_error
+    report.events.extend(HaltReconciled.KIND for _ in result.resumed_queues)
+    report.changed = report.changed or bool(result.resumed_queues)
 
 
 def _unrecorded(store: Ledger, stopped: list[StoppedRun], windows: Sequence[HaltWindow]) -> list[StoppedRun]:

@@ -37,6 +37,42 @@ def _reconcile_loop(stop: threading.Event, every: float, run_once: Callable[[], 
             log.exception("periodic reconcile failed")
 
 
+def start_missing_approvals(ledger: Ledger, api_url: str | None = None) -> list[str]:
+    """Start an approval run (deployment await-approval/approval, named `approve-<halt id>`) for every
+    open halt that has none scheduled, pending, running or paused; returns the halt ids started for.
+    Each is a run of the deployment in its own right (not a subflow), so the UI lists it under the
+    approval deployment, by its halt. Best effort: votes also arrive by Slack and `rsp approve`."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.enforcement.halting import APPROVAL_DEPLOYMENT
+    from tasks.enforcement.prefect_api import resolve_api_url
+
+    live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    started = []
+    with temporary_settings(updates={PREFECT_API_URL: resolve_api_url(api_url)}), \
+            get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(APPROVAL_DEPLOYMENT)
+        for halt in ledger.halts("open"):
+            name = f"approve-{halt.halt_id}"
+            waiting = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[name]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live))))
+            if any(r.deployment_id == deployment.id for r in waiting):
+                continue
+            run_deployment(APPROVAL_DEPLOYMENT, parameters={"halt_id": halt.halt_id}, flow_run_name=name,
+                           timeout=0, as_subflow=False)
+            started.append(halt.halt_id)
+    return started
+
+
 def serve_scaling(
     *deployments: RunnerDeployment,
     reconcile_every: float = 30.0,
@@ -60,6 +96,7 @@ def serve_scaling(
     from prefect.runner import Runner
 
     from tasks.enforcement.automation import ensure_halt_automation
+    from tasks.enforcement.halting import APPROVAL_DEPLOYMENT
     from tasks.enforcement.prefect_api import resolve_api_url, short_error
     from tasks.enforcement.reconcile import reconcile
     from tasks.ledger import Ledger
@@ -77,6 +114,13 @@ def serve_scaling(
         deployment.work_pool_name = None  # served deployments run here, not in a work pool
         runner.add_deployment(deployment)  # registers with the API, un-pausing it
     first = run_once()
+    if any(d.name == APPROVAL_DEPLOYMENT.split("/")[1] for d in deployments):
+        try:
+            opened = start_missing_approvals(store, url)
+            if opened:
+                log.info("approval runs started for open halts: %s", ", ".join(opened))
+        except Exception as exc:  # noqa: BLE001 - best effort: Slack and `rsp approve` still take votes
+            log.warning("approval runs for open halts not started: %s", short_error(exc))
     if ensure_automation:
         try:
             ensure_halt_automation(api_url=url, ledger=store, scaling_tag=scaling_tag, names=names)
@@ -96,4 +140,4 @@ def serve_scaling(
         stop.set()
 
 
-__all__ = ["serve_scaling"]
+__all__ = ["serve_scaling", "start_missing_approvals"]
