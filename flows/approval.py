@@ -48,7 +48,7 @@ def _flow_run_id() -> str | None:
     return None if run is None else str(run.id)
 
 
-@flow(name="await-approval", retries=0, log_prints=False)
+@flow(name="await-approval", retries=0, log_prints=False, flow_run_name="approve-{halt_id}")
 def await_approval(
     halt_id: str,
     timeout_s: int = 3600,
@@ -59,7 +59,19 @@ def await_approval(
     scaling_tag: str | None = None,
 ) -> dict[str, Any]:
     """Pause for approval forms until quorum, rejection, lift or `timeout_s` (total, across
-    every pause). Returns {"outcome": lifted | refused | rejected | already_lifted | timed_out | ...}."""
+    every pause). Returns {"outcome": lifted | refused | rejected | already_lifted | timed_out | ...};
+    a rejected round or a refused lift ends a deployment run Failed (named Rejected / Refused)
+    with that dict as the state's data, so the UI never shows it as a green Completed.
+
+    Args:
+        halt_id: The halt to collect approvals for (`rsp status` lists the open ones).
+        timeout_s: Seconds to wait for the quorum in total; a timeout approves nothing.
+        poll_interval_s: Seconds between checks for a submitted form (leave as is).
+        ledger_url: Internal: SQLAlchemy URL of the ledger (empty: the configured one).
+        lift: Internal: try to lift the halt once a quorum is reached (leave ticked).
+        api_url: Internal: Prefect API where halted deployments are resumed (empty: PREFECT_API_URL).
+        scaling_tag: Internal: tag marking scaling deployments (empty: the configured one).
+    """
     from prefect.exceptions import FlowPauseTimeout
 
     from tasks.approvals.config import ApprovalConfig
@@ -92,13 +104,14 @@ def await_approval(
             return end("already_lifted")
         state = approval_state(ledger, halt)
         if state.tally is not None and state.tally.rejected:
-            return end("rejected", rejected_by=state.tally.rejected_by)
+            return _not_lifted("Rejected", end("rejected", rejected_by=state.tally.rejected_by))
         left = timeout_s - (time.monotonic() - started)
         if left < 1:
             return _timed_out(ledger, halt_id, run_id, started, end)
         pause += 1
         try:
-            answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=int(left),
+            form = ApprovalInput.with_initial_data(description=_form_description(halt, state))
+            answer = pause_flow_run(wait_for_input=form, timeout=int(left),
                                     poll_interval=max(1, poll_interval_s), key=f"approval-{pause}")
         except FlowPauseTimeout:
             return _timed_out(ledger, halt_id, run_id, started, end)
@@ -123,7 +136,31 @@ def await_approval(
             if lifted.lifted:
                 return end("lifted" if lifted.status == "lifted" else "already_lifted", lift=lifted.to_dict())
             # Quorum reached but safeguards missing: the halt stays; more waiting will not change that.
-            return end("refused", lift=lifted.to_dict())
+            return _not_lifted("Refused", end("refused", lift=lifted.to_dict()))
+
+
+def _not_lifted(name: str, result: dict[str, Any]) -> Any:
+    from flows.states import not_a_success
+
+    why = result.get("lift", {}).get("message") or f"rejected by {result.get('rejected_by')}"
+    return not_a_success(result, name=name, message=f"halt {result['halt_id']} not lifted: {why}")
+
+
+def _form_description(halt: Any, state: Any) -> str:
+    """The paused run's form text (markdown): which halt, why, the votes so far, what is still missing."""
+    from policy.halts import describe_cause
+
+    lines = [f"**Approve lifting halt `{halt.halt_id}`**", "", f"- Cause: {describe_cause(halt.payload)}"]
+    votes = [f"{v.payload.get('person')} {v.payload.get('decision')}" for v in state.votes]
+    lines.append(f"- Votes this round: {', '.join(votes) if votes else 'none yet'}")
+    if state.tally is not None and state.tally.needed:
+        roles = f" (roles: {', '.join(state.tally.missing_roles)})" if state.tally.missing_roles else ""
+        lines.append(f"- Still needed: {state.tally.needed} more approver(s){roles}")
+    safeguards = ", ".join(state.required_safeguards) or "none"
+    lines.append(f"- Safeguards re-verified before the lift: {safeguards}")
+    if state.last_refusal:
+        lines.append(f"- Last lift refused: {state.last_refusal}")
+    return "\n".join(lines)
 
 
 def _timed_out(ledger: Ledger, halt_id: str, run_id: str | None, started: float, end: Any) -> dict[str, Any]:

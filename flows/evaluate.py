@@ -24,8 +24,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.benchmarks import make_task_runner, run_benchmarks
+from flows.benchmarks import make_task_runner, noise_probes, record_noise_flags, run_benchmarks
+from flows.forms import PolicyRef, TaskRunnerSpec
 from flows.halt import halt as halt_flow
+from flows.states import not_a_success
 from policy.assessment import (
     CurrentScores,
     PriorComprehensive,
@@ -43,8 +45,13 @@ from policy.sandbagging import detect_anomalies
 from policy.schema import Policy
 from tasks.benchmarks.base import CheckpointInfo
 from tasks.checkpoint_uri import CheckpointHistory, checkpoint_info, evaluation_key, load_checkpoint
-from tasks.evaluation import quality_task, record_determination, verify_safeguards_task, write_run_report_quietly
-from tasks.inputs import read_policy
+from tasks.evaluation import (
+    quality_task,
+    record_determination,
+    sign_head_quietly,
+    verify_safeguards_task,
+    write_run_report_quietly,
+)
 from tasks.ledger import Event, Ledger
 from tasks.ledger.events import (
     CheckpointChanged,
@@ -55,6 +62,7 @@ from tasks.ledger.events import (
 )
 from tasks.manifest import Checkpoint, ManifestRejected
 from tasks.outcomes import EvaluationOutcome, HaltSummary
+from tasks.policy_versions import policy_in_force
 from tasks.report import publish_report
 from tasks.run_folder import run_folder, write_results
 from tasks.settings import get_settings
@@ -75,6 +83,9 @@ class HandedDown:
     policy_ref: str
     policy: Policy
     checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
+    # The claim owner of each checkpoint (by URI) the parent claimed before starting us: internal,
+    # so never a parameter of the form.
+    claims: Mapping[str, str] = field(default_factory=dict)
 
 
 _HANDED_DOWN: ContextVar[HandedDown | None] = ContextVar("evaluate_handed_down", default=None)
@@ -98,26 +109,27 @@ class _Evaluation:
     checkpoint: Checkpoint
     ledger: Ledger
     folder: Path
+    # Where benchmark logs go: the run folder, or a fresh folder under it when forced (`_log_root`).
+    log_root: Path | None = None
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(
     checkpoint_uri: str,
-    policy: str = "anthropic-rsp",
+    policy: PolicyRef = "anthropic-rsp",
     force: bool = False,
-    task_runner: str = "threads",
+    task_runner: TaskRunnerSpec = "threads",
     limit: int | None = None,
-    claim_owner: str | None = None,
 ) -> EvaluationOutcome:
     """Evaluate one checkpoint against a policy and record the determination.
 
     Args:
-        checkpoint_uri: the checkpoint folder (file:///…/run/step-…/ or s3://bucket/…/run/step-…/).
-        policy: a bundled framework id (anthropic-rsp, openai-preparedness, gdm-fsf) or a policy file path.
-        force: re-evaluate even if this checkpoint was evaluated before, recomputing every benchmark.
-        task_runner: threads (default), threads:N, dask, or dask://scheduler:8786.
-        limit: run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
-        claim_owner: set by the watch flow, which has already claimed the checkpoint.
+        checkpoint_uri: The checkpoint folder (file:///…/run/step-…/ or s3://bucket/…/run/step-…/).
+        policy: A bundled framework (pick one) or the path of a policy YAML file.
+        force: Re-evaluate even if this checkpoint was evaluated before: every benchmark is recomputed,
+            with fresh Inspect logs (earlier logs are kept, never reused).
+        task_runner: threads (default) or dask; also threads:N, or dask://scheduler:8786 for a cluster.
+        limit: Run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
     """
     settings = get_settings()
     handed = _HANDED_DOWN.get()
@@ -125,26 +137,31 @@ def evaluate(
     try:
         ckpt = _checkpoint(checkpoint_uri, handed)
     except (ManifestRejected, ValueError) as exc:
-        return _reject(ledger, checkpoint_uri, exc)
-    pol = _policy(ledger, ckpt, policy, handed)
-    # Under watch, the watcher observed the checkpoint and claimed its key before starting us.
+        return _reject(ledger, checkpoint_uri, exc)  # type: ignore[no-any-return]
+    # The version in force (tasks/policy_versions.py): a held loosening is not used, nor recorded.
+    pol, policy = _policy(ledger, ckpt, policy, handed)
+    # Under watch, the watcher observed the checkpoint and claimed its key before starting us, and
+    # handed the claim down.
+    claim_owner = handed.claims.get(ckpt.uri) if handed is not None else None
     key = observe(ledger, ckpt, pol, policy, opened_by="evaluate") if claim_owner is None else None
     owner, skipped = (claim_owner, None) if key is None or force else _claim(ledger, ckpt, key,
                                                                              settings.claim_lease_s)
     if skipped is not None:
         return skipped
     folder = run_folder(settings.resolved_runs_dir, ckpt.run_id, ckpt.step, ckpt.uri)
-    run = _Evaluation(pol, ckpt, ledger, folder)
+    run = _Evaluation(pol, ckpt, ledger, folder, _log_root(folder) if force else folder)
     det, scores, stage_error = _determine(run, force=force, task_runner=task_runner, limit=limit)
     event = record_determination(ledger, ckpt.uri, det, run.folder, {"scores": scores, "stage_error": stage_error,
                                                                      "forced": force, "policy_ref": policy})
     _flag_duplicates(ledger, ckpt)
     halt = _enforce(det, event, policy) if det.decision == "halt" else None
-    publish_report(det, run.folder, ledger_seq=event.seq)
+    latest_step = max((d["checkpoint"]["step"] for d in ledger.determinations(ckpt.run_id)), default=ckpt.step)
+    publish_report(det, run.folder, ledger_seq=event.seq, latest_step=latest_step)
     write_run_report_quietly(ledger, settings.resolved_runs_dir, ckpt.run_id)
     if owner and key is not None:
         ledger.complete(key, owner, {"decision": det.decision, "required_level": det.required_level,
                                      "determination_seq": event.seq, "digest": ckpt.digest})
+    sign_head_quietly(ledger, "evaluation" if halt is None else "evaluation and halt")
     return EvaluationOutcome(
         status="evaluated" if stage_error is None else "failed_closed", checkpoint=ckpt.uri, run_id=ckpt.run_id,
         step=ckpt.step, assessment=det.assessment, required_level=det.required_level, decision=det.decision,
@@ -160,12 +177,22 @@ def _checkpoint(checkpoint_uri: str, handed: HandedDown | None) -> Checkpoint:
     return load_checkpoint(checkpoint_uri)[1]
 
 
-def _reject(ledger: Ledger, checkpoint_uri: str, exc: Exception) -> EvaluationOutcome:
+def _reject(ledger: Ledger, checkpoint_uri: str, exc: Exception) -> Any:
+    """Record the rejection; a deployment run ends Failed, named "Rejected", with the reason (never a
+    green Completed: nothing was evaluated), holding the outcome (`flows.states`)."""
     # What was typed may hold anything (control characters, broken UTF-8): record it printable.
     uri, reason = (t if t.isprintable() else printable_key(t) for t in (checkpoint_uri, str(exc)))
     ledger.record(CheckpointRejected(uri=uri, reason=reason), uri)
     get_run_logger().error("checkpoint rejected: %s", reason)
-    return EvaluationOutcome(status="rejected", checkpoint=uri, reason=reason)
+    return not_a_success(EvaluationOutcome(status="rejected", checkpoint=uri, reason=reason), name="Rejected",
+                         message=f"checkpoint rejected: {reason}")
+
+
+def _log_root(folder: Path) -> Path:
+    """A fresh folder for a forced evaluation's benchmark logs, beside (never replacing) the earlier
+    ones: Inspect's `eval_set` reuses any completed log it finds in its log folder."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return folder / "forced" / stamp
 
 
 def observe(ledger: Ledger, ckpt: Checkpoint, pol: Policy, policy_ref: str, *, opened_by: str) -> str:
@@ -192,13 +219,17 @@ def _flag_duplicates(ledger: Ledger, ckpt: Checkpoint) -> None:
                       ckpt.uri)
 
 
-def _policy(ledger: Ledger, ckpt: Checkpoint, policy_ref: str, handed: HandedDown | None) -> Policy:
-    """The policy, read once (or as the parent flow read it). Unreadable: record the failure, halt
-    all scaling, and raise."""
+def _policy(ledger: Ledger, ckpt: Checkpoint, policy_ref: str, handed: HandedDown | None) -> tuple[Policy, str]:
+    """The policy version in force and the reference to record for it, read once (or as the parent
+    flow read it). A loosening without its approver quorum is held: the version in force is returned,
+    with the path of its stored copy. Unreadable: record the failure, halt all scaling, and raise."""
     if handed is not None and handed.policy_ref == policy_ref:
-        return handed.policy
+        return handed.policy, policy_ref
     try:
-        return read_policy(policy_ref)
+        in_force = policy_in_force(ledger, policy_ref)
+        if in_force.held:
+            get_run_logger().warning("%s", in_force.message())
+        return in_force.policy, in_force.ref
     except Exception as exc:  # no policy, no determination: halt everything until someone fixes it
         error = f"{type(exc).__name__}: {exc}"
         get_run_logger().error("policy %s unreadable, halting all scaling: %s", policy_ref, error)
@@ -265,7 +296,7 @@ def _assess(run: _Evaluation, info: CheckpointInfo, *, force: bool, task_runner:
     runner = run_benchmarks.with_options(task_runner=make_task_runner(task_runner))
 
     def run_some(ids: list[str]) -> tuple[SampleTable, list[RunFailure]]:
-        return runner(info, [run.policy.benchmark(i) for i in ids], str(run.folder), force, limit)
+        return runner(info, [run.policy.benchmark(i) for i in ids], str(run.log_root or run.folder), force, limit)
 
     ran = list(plan.first)
     table, failures = run_some(ran)
@@ -300,7 +331,11 @@ def _classify(run: _Evaluation, table: SampleTable, failures: list[RunFailure], 
     scores = current_scores(run.policy, table)
     # Read now, after the benchmarks ran: an earlier step of this run may have been recorded meanwhile.
     history = score_history(run.ledger.determinations(ckpt.run_id), ckpt.step)
-    anomalies = detect_anomalies(run.policy, ckpt.effective_compute, scores.mean, history, scores.best_of_k)
+    info = checkpoint_info(ckpt)
+    probes = noise_probes(run.policy, info, ran)  # real weights only: Gaussian weight noise must not raise a score
+    anomalies = detect_anomalies(run.policy, ckpt.effective_compute, scores.mean, history, scores.best_of_k,
+                                 noise_probes=probes)
+    record_noise_flags(run.ledger, ckpt.uri, info, run.policy, probes, anomalies)
     det = classify(run.policy, table, checkpoint=ckpt.ref(), assessment=assessment, assessment_reason=reason,
                    benchmarks_run=ran, quality=quality, anomalies=anomalies, run_failures=failures, carried=carried)
     return det, scores

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from pydantic import BaseModel, Field
 
 from policy.determination import Determination
 from tasks.enforcement.halt_tasks import PREFECT_STEPS
@@ -74,4 +75,28 @@ def halt(
         ledger.close()
 
 
-__all__ = ["halt"]
+class HaltForm(BaseModel):
+    """A halt opened by hand: from now on every gate check refuses the scaling runs it covers,
+    until approvals and a fresh safeguard verification lift it."""
+
+    reason: str = Field(title="Reason", min_length=1, max_length=2000,
+                        description="Why scaling must stop (recorded in the audit ledger and sent to approvers).")
+    activities: list[Activity] = Field(default=["training", "deployment"], min_length=1,
+                                       title="Activities", description="What to stop: training, deployment, or both.")
+    runs: list[str] = Field(default_factory=list, title="Training runs",
+                            description="Run ids to halt; leave empty to halt every scaling run.")
+
+
+@flow(name="halt", retries=0)
+def halt_by_hand(request: HaltForm) -> HaltOutcome:
+    """Halt scaling by hand from the Prefect UI (the `halt` deployment's form).
+
+    Args:
+        request: What to halt and why.
+    """
+    # The flow function itself, not a subflow: one run in the UI, whose task runs are the halt's steps.
+    return halt.fn(reason=request.reason, activities=list(request.activities), runs=request.runs or None,
+                   opened_by="prefect-ui")
+
+
+__all__ = ["HaltForm", "halt", "halt_by_hand"]

@@ -17,29 +17,30 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.states import not_a_success
 from tasks.approvals.lift_tasks import try_lift_task
 from tasks.ledger import Ledger
 
 
 @flow(name="resume", retries=0)
-def resume(halt_id: str, ledger_url: str | None = None, api_url: str | None = None,
-           scaling_tag: str | None = None) -> dict[str, Any]:
-    """Lift `halt_id` if approvals and safeguards allow; the result says what happened or what is missing.
+def resume(halt_id: str) -> dict[str, Any]:
+    """Lift a halt if its approvals and a fresh safeguard verification allow it.
+
+    A refused lift ends a deployment run Failed, named "Refused", with what is missing as its
+    message and the result dict as its data (`flows.states`); a direct call returns the dict.
 
     Args:
-        halt_id: The halt to lift (see `rsp status`).
-        ledger_url: SQLAlchemy URL of the ledger (default: settings).
-        api_url: Prefect API URL where the halted deployments are resumed (default: PREFECT_API_URL).
-        scaling_tag: Tag marking scaling deployments (default: settings, "scaling").
+        halt_id: The halt to lift (`rsp status` lists the open ones).
     """
-    ledger = Ledger(ledger_url, create=False)  # never a new, empty ledger that no gate reads
+    ledger = Ledger(create=False)  # never a new, empty ledger that no gate reads
     try:
-        result = try_lift_task(halt_id, ledger=ledger, api_url=api_url, scaling_tag=scaling_tag,
-                               trigger="resume flow")
+        result = try_lift_task(halt_id, ledger=ledger, api_url=None, scaling_tag=None, trigger="resume flow")
     finally:
         ledger.close()
     log = get_run_logger()
     (log.info if result["lifted"] else log.warning)(result["message"])
+    if not result["lifted"]:
+        return not_a_success(result, name="Refused", message=f"lift refused: {result['message']}")  # type: ignore[no-any-return]
     return result
 
 

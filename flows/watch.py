@@ -35,13 +35,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.evaluate import HandedDown, enforce_unreadable_policy, evaluate, handing_down, observe
+from flows.forms import PolicyRef, TaskRunnerSpec
+from flows.states import not_a_success
 from policy.identity import policy_sha256
 from policy.schema import Policy
-from tasks.inputs import read_policy
 from tasks.ledger import Ledger
 from tasks.ledger.events import CheckpointRejected
 from tasks.manifest import Checkpoint, ManifestRejected
 from tasks.outcomes import EvaluationOutcome, RejectedCheckpoint, WatchSummary
+from tasks.policy_versions import policy_in_force
 from tasks.settings import get_settings
 from tasks.storage import write_atomic
 from tasks.stores.base import ManifestRef, ScanCursor, from_uri, printable_key
@@ -52,28 +54,32 @@ Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 @flow(name="watch", log_prints=True)
 def watch(
     store: str | None = None,
-    policy: str = "anthropic-rsp",
+    policy: PolicyRef = "anthropic-rsp",
     max_concurrent: int = 2,
     full_scan: bool = False,
-    task_runner: str = "threads",
+    task_runner: TaskRunnerSpec = "threads",
     limit: int | None = None,
 ) -> WatchSummary:
     """One detection tick: reconcile open halts, list, claim and evaluate new complete checkpoints.
 
+    A tick that rejected a checkpoint for the first time, or whose evaluation of one crashed, ends
+    Failed with the reasons (the summary is the state's data); the other checkpoints are still done.
+
     Args:
-        store: file:///path or s3://bucket/prefix (default: the configured checkpoint store).
-        policy: bundled framework id or policy file path.
-        max_concurrent: runs evaluated in parallel (checkpoints within a run go in step order).
-        full_scan: list the whole store instead of only keys after the last seen one.
-        task_runner: threads (default), threads:N, dask, or dask://scheduler:8786, for each evaluation.
-        limit: run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
+        store: The checkpoint store, file:///path or s3://bucket/prefix (empty: the configured one).
+        policy: A bundled framework (pick one) or the path of a policy YAML file.
+        max_concurrent: Training runs evaluated in parallel (checkpoints within a run go in step order).
+        full_scan: List the whole store instead of only the keys after the last one seen.
+        task_runner: threads (default) or dask; also threads:N, or dask://scheduler:8786 for a cluster.
+        limit: Run at most this many samples per benchmark (smoke tests; thresholds may become undetermined).
     """
     logger: Logger = get_run_logger()
     settings = get_settings()
     ledger = Ledger(settings.resolved_ledger_url)
     reconciled = _reconcile(ledger, logger)
     _retry_notifications(ledger, logger)
-    pol = _read_policy(policy, logger)
+    # The version in force (tasks/policy_versions.py) and the reference its determinations record.
+    pol, policy = _read_policy(ledger, policy, logger)
     st = from_uri(store, settings, create=store is None)
     cursor_file = _cursor_path(settings.home, st.uri)
     scan = st.scan(_load_cursor(cursor_file), full=full_scan)
@@ -85,19 +91,33 @@ def watch(
     new = len(todo_refs) - claims.settled
     logger.info("%d listed (%s scan), %d new, %d rejected, %d claimed here", len(scan.refs),
                 "full" if scan.full else "incremental", new, len(loaded.rejected), claims.count)
-    with handing_down(HandedDown(ledger=ledger, policy_ref=policy, policy=pol, checkpoints=claims.by_uri())):
+    with handing_down(HandedDown(ledger=ledger, policy_ref=policy, policy=pol, checkpoints=claims.by_uri(),
+                                 claims=claims.owners())):
         results = _evaluate_claimed(claims, ledger, pol, policy, max_concurrent=max_concurrent,
                                     task_runner=task_runner, limit=limit, logger=logger)
     # The cursor moves only after the tick's work is recorded: a crash re-lists, claims dedupe.
     write_atomic(cursor_file, scan.next_cursor.model_dump_json().encode())
     seen.save({r.key: r for r in todo_refs}, claims.keys, listed=scan.refs if scan.full else None)
-    return WatchSummary(
+    summary = WatchSummary(
         listed=len(scan.refs), full_scan=scan.full, new=new,
         rejected=[RejectedCheckpoint(key=printable_key(r.key), reason=r.reason) for r in loaded.rejected],
         newly_rejected=newly_rejected, evaluated=results, halted=[r for r in results if r.decision == "halt"],
         # Plain JSON values (dates as text), as the reconcile report has always been returned.
         reconciled=json.loads(json.dumps(reconciled, default=str)),
     )
+    return _final_state(summary)  # type: ignore[return-value]
+
+
+def _final_state(summary: WatchSummary) -> Any:
+    """The summary; in a deployment run, a Failed state holding it when this tick rejected a new
+    checkpoint or an evaluation crashed: what went wrong must show in the Prefect UI, not as green."""
+    # Every rejected key is named once any is new (which ones were new is in the ledger).
+    problems = [f"rejected {r.key}: {r.reason}" for r in summary.rejected] if summary.newly_rejected else []
+    problems += [f"evaluation of {r.checkpoint} crashed: {r.error}" for r in summary.evaluated if r.status == "error"]
+    if not problems:
+        return summary
+    return not_a_success(summary, name="Rejected" if summary.newly_rejected else "Failed",
+                         message=f"{len(problems)} problem(s): " + "; ".join(problems))
 
 
 def _cursor_path(home: Path, store_uri: str, name: str = "cursor") -> Path:
@@ -111,9 +131,13 @@ def _load_cursor(path: Path) -> ScanCursor | None:
         return None  # no or unreadable cursor: the next scan is a full listing, which is always safe
 
 
-def _read_policy(policy_ref: str, logger: Logger) -> Policy:
+def _read_policy(ledger: Ledger, policy_ref: str, logger: Logger) -> tuple[Policy, str]:
+    """The policy version in force and its reference: a loosening held for approval is not used."""
     try:
-        return read_policy(policy_ref)
+        in_force = policy_in_force(ledger, policy_ref)
+        if in_force.held:
+            logger.warning("%s", in_force.message())
+        return in_force.policy, in_force.ref
     except Exception as exc:  # fail closed: no policy means no evaluation can clear anything
         logger.error("policy %s unreadable, halting all scaling: %s", policy_ref, exc)
         enforce_unreadable_policy(f"policy {policy_ref}", f"{type(exc).__name__}: {exc}")
@@ -193,6 +217,9 @@ class _Claims:
     def by_uri(self) -> dict[str, Checkpoint]:
         return {ck.uri: ck for chain in self.by_run.values() for ck, _key, _owner in chain}
 
+    def owners(self) -> dict[str, str]:
+        return {ck.uri: owner for chain in self.by_run.values() for ck, _key, owner in chain}
+
 
 def _claim_all(ledger: Ledger, checkpoints: Iterable[Checkpoint], pol: Policy, policy_ref: str,
                lease_s: float) -> _Claims:
@@ -237,7 +264,7 @@ def _evaluate_one(ck: Checkpoint, key: str, owner: str, ledger: Ledger, policy_r
     """Evaluate one claimed checkpoint and complete its claim; a subflow that raised fails the claim,
     which stays retryable (evaluate records its own fail-closed outcome for what it can catch)."""
     try:
-        res = evaluate(ck.uri, policy=policy_ref, task_runner=task_runner, limit=limit, claim_owner=owner)
+        res = evaluate(ck.uri, policy=policy_ref, task_runner=task_runner, limit=limit)
         ledger.complete(key, owner, {"decision": res.decision, "required_level": res.required_level,
                                      "digest": ck.digest})
     except Exception as exc:  # noqa: BLE001 - one checkpoint's failure must not stop the others

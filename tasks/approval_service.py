@@ -2,6 +2,7 @@
 
     POST /slack/interactions   Slack's interactivity request URL
     GET  /healthz              liveness, and whether the ledger and roster can be read
+    GET  /reports/<path>       read-only files of the runs folder (report links in the Prefect UI)
 
 Each request, in order (every refusal leaves the ledger as it was, except the audit
 record of a refused vote by a verified Slack user):
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tasks.approvals.config import ApprovalConfig, RosterCache
@@ -273,6 +274,17 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         except Exception as exc:  # noqa: BLE001
             problems.append(f"roster: {exc}")
         return JSONResponse({"ok": not problems, "problems": problems}, status_code=200 if not problems else 503)
+
+    @app.get("/reports/{relative:path}", response_model=None)
+    def reports(relative: str) -> FileResponse | JSONResponse:
+        # Read-only view of the runs folder, so report links in the Prefect UI open in a browser.
+        from tasks.report import served_report_file
+        from tasks.settings import get_settings
+
+        found = served_report_file((cfg.settings or get_settings()).resolved_runs_dir, relative)
+        if found is None:
+            return _error(404, "not_found", "no such report")
+        return FileResponse(found)
 
     @app.post("/slack/interactions")
     async def interactions(request: Request) -> JSONResponse:

@@ -14,6 +14,16 @@ def _f(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+# The Prefect UI renders table-artifact cells as markdown, where a cell starting with ">" is a
+# quote block (">= 0.7" showed as a quote of "= 0.7"): comparisons are written as symbols instead.
+COMPARISON_SYMBOLS = {">=": "≥", ">": "＞", "<=": "≤", "<": "＜"}
+
+
+def comparison_text(comparison: str, threshold: float) -> str:
+    """"≥ 0.7" for ">=" and 0.7: readable, and safe as a markdown table cell."""
+    return f"{COMPARISON_SYMBOLS.get(comparison, comparison)} {threshold:g}"
+
+
 def artifact_key(text: str) -> str:
     # Prefect artifact keys: lowercase letters, digits and dashes only.
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
@@ -26,7 +36,7 @@ def threshold_rows(det: Determination) -> list[dict[str, Any]]:
         rows.append({
             "threshold": t.id, "domain": t.domain, "status": t.status + ("" if t.gating else " (monitored)"),
             "benchmark": f"{m.benchmark} ({m.metric})", "n": m.n_questions, "mean": _f(m.value),
-            "interval": f"[{_f(m.ci_low)}, {_f(m.ci_high)}]", "threshold_value": f"{m.comparison} {m.threshold:g}",
+            "interval": f"[{_f(m.ci_low)}, {_f(m.ci_high)}]", "threshold_value": comparison_text(m.comparison, m.threshold),
             "early_warning": f"{m.early_warning:g}", "triggers": t.triggers_level or "—",
         })
     return rows
@@ -80,8 +90,57 @@ def markdown(det: Determination, *, ledger_seq: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_report(det: Determination, folder: Path, *, ledger_seq: int | None = None) -> Path:
-    """Write report.md and, when running under Prefect, publish it as artifacts."""
+# Where the approval service serves the runs folder read-only (`GET /reports/<path>`); a link artifact
+# must be one a browser opens from the Prefect UI, which `file://` links are not.
+REPORTS_URL_ENV = "RSP_REPORTS_URL"
+DEFAULT_REPORTS_URL = "http://127.0.0.1:8080/reports"
+
+
+def report_url(path: Path, runs_dir: Path | None = None) -> str | None:
+    """The http(s) URL of a file under the runs folder, as the approval service serves it; None for a
+    file outside that folder (never a `file://` link)."""
+    import os
+    from urllib.parse import quote
+
+    if runs_dir is None:
+        from tasks.settings import get_settings
+
+        runs_dir = get_settings().resolved_runs_dir
+    try:
+        rel = Path(path).resolve().relative_to(Path(runs_dir).resolve())
+    except ValueError:
+        return None
+    base = (os.environ.get(REPORTS_URL_ENV) or DEFAULT_REPORTS_URL).rstrip("/")
+    return f"{base}/{quote(rel.as_posix())}"
+
+
+def served_report_file(runs_dir: Path, relative: str) -> Path | None:
+    """The regular file `relative` names inside `runs_dir`, or None: anything that resolves outside it
+    (`..`, an absolute path, a symlink pointing out) or is not a file is not served."""
+    if not relative or "\x00" in relative:
+        return None
+    root = Path(runs_dir).resolve()
+    try:
+        target = (root / relative).resolve()
+        target.relative_to(root)
+    except (ValueError, OSError):
+        return None
+    return target if target.is_file() else None
+
+
+def report_keys(det: Determination) -> tuple[str, str]:
+    """(per-run key, per-checkpoint key) of a determination's capability report artifacts."""
+    ck = det.checkpoint
+    run = ck.run_id if ck else "adhoc"
+    step = f"-step-{ck.step}" if ck else ""
+    return artifact_key(f"capability-report-{run}"), artifact_key(f"capability-report-{run}{step}")
+
+
+def publish_report(det: Determination, folder: Path, *, ledger_seq: int | None = None,
+                   latest_step: int | None = None) -> Path:
+    """Write report.md and, when running under Prefect, publish it as artifacts: keyed per checkpoint
+    always, and per run only when this is the run's latest step (`latest_step`: the highest step the
+    run has a determination for), so re-running an earlier step cannot hide a later halt."""
     text = markdown(det, ledger_seq=ledger_seq)
     path = Path(folder) / "report.md"
     write_atomic(path, text.encode())
@@ -91,10 +150,13 @@ def publish_report(det: Determination, folder: Path, *, ledger_seq: int | None =
 
         if FlowRunContext.get() is None:
             return path
-        run = det.checkpoint.run_id if det.checkpoint else "adhoc"
-        create_markdown_artifact(text, key=artifact_key(f"capability-report-{run}"),
-                                 description=f"Capability report ({det.decision})")
-        create_table_artifact(threshold_rows(det), key=artifact_key(f"thresholds-{run}"),
+        ck = det.checkpoint
+        per_run, per_checkpoint = report_keys(det)
+        is_latest = ck is None or latest_step is None or ck.step >= latest_step
+        description = f"Capability report ({det.decision})"
+        for key in (per_checkpoint, per_run) if is_latest else (per_checkpoint,):
+            create_markdown_artifact(text, key=key, description=description)
+        create_table_artifact(threshold_rows(det), key=per_checkpoint.replace("capability-report-", "thresholds-", 1),
                               description="Thresholds: n, mean, interval, limit, status")
     except Exception as exc:  # noqa: BLE001 - the report file is the record; a UI artifact failing must not lose it
         import logging

@@ -145,7 +145,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes, forecasts: list[MeasureForecast] | None = None,
                 next_step: float | None = None, recorded_warnings: list[dict[str, Any]] | None = None,
-                forecast_note: str | None = None) -> str:
+                forecast_note: str | None = None, halts: list[dict[str, Any]] | None = None) -> str:
     from tasks.report import threshold_rows
 
     latest = Determination.model_validate({k: v for k, v in dets[-1].items()
@@ -165,12 +165,17 @@ def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes, forecasts: 
              "th{background:#f4f4f4}.halt{color:#b00;font-weight:bold}.ok{color:#070;font-weight:bold}")
     verdict = (f"<span class='halt'>HALT ({', '.join(latest.halts)})</span>" if latest.decision == "halt"
                else "<span class='ok'>PROCEED</span>")
+    latest_halt = next((h for h in halts or () if h["step"] == dets[-1]["checkpoint"]["step"]), None)
+    if latest.decision == "halt" and latest_halt and latest_halt["lifted_at"]:  # decided HALT, since lifted
+        verdict += (f" · <span class='ok'>halt lifted {html.escape(latest_halt['lifted_at'])} by "
+                    f"{html.escape(', '.join(latest_halt['approvers']))}</span>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>rsp-gate report: {html.escape(run_id)}</title>
 <style>{style}</style></head><body>
 <h1>Run {html.escape(run_id)}</h1>
 <p>Policy {html.escape(latest.policy.name)} v{html.escape(latest.policy.version)} (sha256
 <code>{latest.policy.sha256[:16]}</code>) · {len(dets)} determinations · {html.escape(cross)}</p>
 <p>Latest decision: {verdict} · required level <b>{html.escape(latest.required_level)}</b></p>
+{_halts_html(halts)}
 <img alt="scores against effective compute" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Checkpoints</h2>{_table(["step", "effective compute", "assessment", "level", "decision", "halts"], per_ckpt)}
 <h2>Thresholds (latest checkpoint)</h2>
@@ -182,6 +187,53 @@ def render_html(run_id: str, dets: list[dict[str, Any]], png: bytes, forecasts: 
 <p><small>Every row above is read from the hash-chained ledger; verify it with <code>rsp audit verify</code>.</small></p>
 </body></html>
 """
+
+
+def halt_story(ledger: Any, run_id: str) -> list[dict[str, Any]]:
+    """Each halt a determination of this run opened: why, the votes (channel, verified), the refusals,
+    and the lift (when, by whom, what was re-verified), from the ledger."""
+    from tasks.ledger.events import VoteRecorded, VoteRefused
+
+    story = []
+    for halt in ledger.halts():
+        cause = (halt.payload.get("why") or {}).get("determination") or {}
+        if cause.get("run_id") != run_id:
+            continue
+        lift = halt.lift_payload or {}
+        story.append({
+            "halt_id": halt.halt_id, "opened_at": halt.opened_at, "step": cause.get("step"),
+            "level": cause.get("required_level"), "unmet": list(cause.get("unmet_safeguards") or ()),
+            "reasons": list((halt.payload.get("why") or {}).get("reasons") or ()),
+            "votes": [{"at": e.ts, **e.payload} for e in ledger.events(kind=VoteRecorded.KIND, subject=halt.halt_id)],
+            "refused": [{"at": e.ts, **e.payload} for e in ledger.events(kind=VoteRefused.KIND, subject=halt.halt_id)],
+            "lifted_at": halt.lifted_at, "approvers": list(lift.get("approvers") or ()), "trigger": lift.get("trigger"),
+            "verification": {k: (v or {}).get("state") for k, v in (lift.get("verification") or {}).items()},
+        })
+    return story
+
+
+def _halts_html(halts: list[dict[str, Any]] | None) -> str:
+    if not halts:
+        return ""
+    parts = ["<h2>Halts</h2>"]
+    for h in halts:
+        state = (f"<span class='ok'>lifted {html.escape(h['lifted_at'])}</span> by "
+                 f"{html.escape(', '.join(h['approvers']))} (trigger: {html.escape(str(h['trigger']))})"
+                 if h["lifted_at"] else "<span class='halt'>open</span>")
+        parts.append(f"<h3>{html.escape(h['halt_id'])}: opened {html.escape(h['opened_at'])} at step {h['step']} "
+                     f"({html.escape(str(h['level']))}), {state}</h3>")
+        parts.append("<p>Why: " + html.escape("; ".join(h["reasons"]) or "—") + "</p>")
+        votes = [[v["at"], v.get("person"), v.get("role") or ", ".join(v.get("roles") or ()), v.get("decision"),
+                  v.get("channel"), "verified" if v.get("verified") else "not verified", v.get("justification")]
+                 for v in h["votes"]]
+        votes += [[v["at"], v.get("person"), "", f"REFUSED ({v.get('code')})", v.get("channel"), "",
+                   v.get("reason")] for v in h["refused"]]
+        parts.append(_table(["at", "person", "role", "vote", "channel", "signature", "justification"], sorted(
+            votes, key=lambda r: str(r[0]))) if votes else "<p>No votes yet.</p>")
+        if h["verification"]:
+            parts.append("<p>Safeguards re-verified at the lift: " + html.escape(", ".join(
+                f"{k} {v}" for k, v in h["verification"].items())) + "</p>")
+    return "\n".join(parts)
 
 
 def _forecast_html(forecasts: list[MeasureForecast] | None, next_step: float | None,
@@ -235,22 +287,26 @@ def write_run_report(ledger: Any, runs_dir: Path, run_id: str, policy: Policy | 
     png = plot_png(dets, f"run {run_id}", forecasts)
     write_atomic(folder / "scores.png", png)
     path = folder / "report.html"
-    write_atomic(path, render_html(run_id, dets, png, forecasts, next_step, recorded, note).encode())
-    _publish(run_id, path, dets)
+    write_atomic(path, render_html(run_id, dets, png, forecasts, next_step, recorded, note,
+                                   halts=halt_story(ledger, run_id)).encode())
+    _publish(run_id, path, dets, Path(runs_dir))
     return path
 
 
-def _publish(run_id: str, path: Path, dets: list[dict[str, Any]]) -> None:
+def _publish(run_id: str, path: Path, dets: list[dict[str, Any]], runs_dir: Path) -> None:
     try:
         from prefect.artifacts import create_link_artifact
         from prefect.context import FlowRunContext
 
-        from tasks.report import artifact_key
+        from tasks.report import artifact_key, report_url
 
         if FlowRunContext.get() is None:
             return
         latest = dets[-1]
-        create_link_artifact(path.resolve().as_uri(), link_text=f"Run report: {run_id}",
+        url = report_url(path, runs_dir)
+        if url is None:  # outside the served runs folder: no link a browser could open
+            return
+        create_link_artifact(url, link_text=f"Run report: {run_id}",
                              key=artifact_key(f"run-report-{run_id}"),
                              description=f"{len(dets)} determinations; latest: {latest['required_level']}, "
                                          f"{latest['decision']}")

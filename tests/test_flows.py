@@ -22,10 +22,13 @@ pytestmark = pytest.mark.integration
 def attested_baseline(rsp_home: Path) -> None:
     """The tiny policy's baseline safeguard, attested by a CISO on the roster."""
     from tasks.safeguards import new_attestation, open_evidence_store
+    from tasks.trust.keys import generate_key_files, load_private_key
 
     rsp_home.mkdir(parents=True, exist_ok=True)
-    (rsp_home / "roster.yaml").write_text("people:\n  carol: {roles: [ciso]}\n")
-    open_evidence_store().write(new_attestation("sg-base", "carol", "ciso", "baseline audit 2026-11"))
+    key, line = generate_key_files(rsp_home / "keys", "carol")  # a throwaway key: attestations are signed
+    (rsp_home / "roster.yaml").write_text(f"people:\n  carol: {{roles: [ciso], public_keys: ['{line}']}}\n")
+    open_evidence_store().write(new_attestation("sg-base", "carol", "ciso", "baseline audit 2026-11",
+                                                key=load_private_key(key)))
 
 
 def ledger():
@@ -101,13 +104,33 @@ def test_hostile_manifests_rejected_once_and_watcher_goes_on(prefect_server, rsp
         (store / key / "checkpoint.json").write_bytes(raw)
     res = run_watch(pipeline_policy, str(store))
     assert len(res.evaluated) == 1 and res.evaluated[0].step == 100
+    # How a deployment run of this tick would end: Failed, "Rejected", naming every rejected key.
+    from flows.watch import _final_state
+    from tasks.outcomes import WatchSummary
+
+    assert _final_state(res) is res  # a direct call (the CLI, this test) gets the summary itself
+    assert res.newly_rejected == 3
+    settled = WatchSummary.model_validate({**res.model_dump(), "newly_rejected": 0})
+    assert _final_state(settled) is settled
     reasons = {r.key: r.reason for r in res.rejected}
     assert set(reasons) == set(bad)
     assert "effective_compute" in reasons["run-x/step-000000050"]
     assert "'..'" in reasons["run-x/step-000000060"]
     assert "64 KiB" in reasons["run-x/step-000000070"] or "65536" in reasons["run-x/step-000000070"]
-    run_watch(pipeline_policy, str(store), full_scan=True)
+    again = run_watch(pipeline_policy, str(store), full_scan=True)
+    assert again.newly_rejected == 0 and len(again.rejected) == 3  # reported by the tick that found them
     assert len(ledger().events(kind="checkpoint.rejected")) == 3  # recorded once, not every tick
+
+
+def test_an_unreadable_checkpoint_is_rejected_and_recorded(prefect_server, rsp_home,
+                                                                               pipeline_policy):
+    from flows.evaluate import evaluate
+
+    missing = (rsp_home / "checkpoints" / "run-z" / "step-000000100").as_uri() + "/"
+    outcome = evaluate(missing, policy=str(pipeline_policy))  # a direct call gets the outcome itself
+    assert outcome.status == "rejected" and outcome.reason
+    (event,) = ledger().events(kind="checkpoint.rejected")
+    assert event.payload["reason"] == outcome.reason
 
 
 def test_watch_hands_its_policy_and_loaded_checkpoints_to_evaluate(prefect_server, rsp_home, pipeline_policy,
@@ -121,7 +144,7 @@ def test_watch_hands_its_policy_and_loaded_checkpoints_to_evaluate(prefect_serve
         return fail
 
     monkeypatch.setattr(flows.evaluate, "load_checkpoint", not_again("manifest"))
-    monkeypatch.setattr(flows.evaluate, "read_policy", not_again("policy"))
+    monkeypatch.setattr(flows.evaluate, "policy_in_force", not_again("policy"))
     store = str(rsp_home / "checkpoints")
     write_checkpoints(store, "run-a", [(100, 1e21), (200, 4e21)])
     write_checkpoints(store, "run-b", [(100, 1e21)])
@@ -255,9 +278,16 @@ def test_rerun_under_changed_policy_reuses_benchmark_results_force_recomputes(
     res = evaluate(ck.uri, policy=str(stricter))
     assert res.status == "evaluated"
     assert len(counter.read_text().splitlines()) == runs_after_first  # every benchmark from the cache
+    folder = rsp_home / "runs" / "run-k" / "step-000000100"
+    earlier_logs = sorted(p.relative_to(folder) for p in (folder / "logs").rglob("*"))
     forced = evaluate(ck.uri, policy=str(stricter), force=True)
     assert forced.status == "evaluated"
     assert len(counter.read_text().splitlines()) == runs_after_first + 4
+    # A forced run logs into a fresh folder (Inspect's eval_set would reuse a completed log), and
+    # the earlier logs are kept.
+    (fresh,) = (folder / "forced").iterdir()
+    assert sorted(p.name for p in (fresh / "logs").iterdir()) == sorted(p.name for p in (folder / "logs").iterdir())
+    assert earlier_logs and sorted(p.relative_to(folder) for p in (folder / "logs").rglob("*")) == earlier_logs
 
 
 def test_two_concurrent_watchers_evaluate_each_checkpoint_once(prefect_server, rsp_home, pipeline_policy,

@@ -56,4 +56,27 @@ def serve(
         read_policy(policy)
     except Exception as exc:  # noqa: BLE001 - any unreadable policy: one line and exit 2 before serving
         fail(str(exc))
-    serve_scaling(*build_deployments(policy, interval, store, demo), reconcile_every=reconcile_every)
+    deployments = build_deployments(policy, interval, store, demo)
+
+    def ready(report: object) -> None:
+        typer.echo(startup_message(os.environ["PREFECT_API_URL"], deployments, interval))
+
+    serve_scaling(*deployments, reconcile_every=reconcile_every, on_ready=ready)
+
+
+def startup_message(api_url: str, deployments: list, interval: float) -> str:
+    """What `rsp serve` serves and where: the Prefect UI, each deployment, the approval service."""
+    import os
+
+    from tasks.report import DEFAULT_REPORTS_URL, REPORTS_URL_ENV
+
+    ui = api_url.rstrip("/").removesuffix("/api")
+    reports = os.environ.get(REPORTS_URL_ENV) or DEFAULT_REPORTS_URL
+    lines = [f"rsp serve: Prefect UI {ui} (API {api_url})"]
+    for d in deployments:
+        flow_name = getattr(d, "flow_name", None) or "?"
+        extra = f", every {interval:g} s and on rsp.checkpoint.arrived" if d.name == "watch" else ""
+        lines.append(f"  deployment {flow_name}/{d.name}{extra}: {ui}/deployments?search={d.name}")
+    lines.append(f"  approval service (Slack votes, report links): {reports.removesuffix('/reports')} "
+                 "(start it with `rsp serve-approvals`)")
+    return "\n".join(lines)
