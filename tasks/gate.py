@@ -235,7 +235,14 @@ class ScalingGate:
                 from tasks.enforcement.overdue import read_bound
 
                 try:
-                    self._policy, self._bound = read_bound(self._policy_ref)
+                    from policy.lag import LagBound
+                    from tasks.policy_versions import governing
+
+                    # The version in force: a loosened file (a longer lag) held for approval does not count.
+                    policy = governing(self.ledger, read_bound(self._policy_ref)[0])
+                    self._policy, self._bound = policy, LagBound.of(policy)
+                except GateUnavailable:
+                    raise
                 except Exception as exc:
                     raise GateUnavailable(
                         f"scaling gate closed: cannot read the policy that bounds evaluation lag: {_one_line(exc)}"

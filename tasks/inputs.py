@@ -55,13 +55,19 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
 
 
 def read_policy(ref: str | Path) -> Policy:
+    return read_policy_text(ref)[1]
+
+
+def read_policy_text(ref: str | Path) -> tuple[str, Policy]:
+    """The policy file's text and the policy it validates as (the text is what a ledger keeps of a
+    version in force, tasks/policy_versions.py)."""
     path = resolve_policy_path(ref)
     raw = _read_limited(path, MAX_POLICY_BYTES, "policy")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from None
-    return parse_policy(text, str(path))
+    return text, parse_policy(text, str(path))
 
 
 def parse_results_bytes(raw: bytes, source: str) -> SampleTable:
