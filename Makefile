@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
 	# torch==2.13.0 exactly: a CPU wheel of it is on this machine's disk; other versions pull CUDA.
-	$(BIN)/python -m pip install -q -e ".[test,torch,postgres]"
+	$(BIN)/python -m pip install -q -e ".[test,torch,postgres,served]"
 	@touch $(STAMP)
 
 install: $(STAMP)

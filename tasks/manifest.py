@@ -136,13 +136,20 @@ class HuggingFaceModel(_Strict):
 
 
 class InspectModel(_Strict):
-    """A model Inspect AI can address by name (a served endpoint), e.g. "vllm/org/model"."""
+    """A model Inspect AI can address by name (a served endpoint), e.g. "vllm/org/model".
+
+    `base_url` is the serving endpoint (vLLM's or SGLang's OpenAI-compatible `/v1`), when the
+    trainer's manifest knows it; otherwise settings supply it (`RSP_SERVED_BASE_URL`).
+    """
 
     kind: Literal["inspect"] = "inspect"
     model: Annotated[
         str,
         StringConstraints(strict=True, min_length=3, max_length=300, pattern=r"^[A-Za-z0-9][\w.\-]*/[^\s]+$"),
     ]
+    base_url: Annotated[
+        str, StringConstraints(strict=True, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    ] | None = None
 
 
 ModelSpec = Annotated[SimulatedModel | HuggingFaceModel | InspectModel, Field(discriminator="kind")]

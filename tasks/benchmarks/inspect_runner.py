@@ -7,7 +7,8 @@ Config: {type: inspect, task: <name>, [scorer: <name>], [score_key: <key>], [ret
 `task` is one of our proxy ids (tasks/benchmarks/proxies.py), else any task Inspect
 can resolve: a registry name (`inspect_evals/wmdp_bio`) or `path/to/file.py@task`.
 The checkpoint's `model` picks the model: simulated -> `rsp-sim`, huggingface ->
-`rsp-hf` (batched greedy generation, hf_model.py), inspect -> the given model string unchanged.
+`rsp-hf` (batched greedy generation, hf_model.py), inspect -> the given model string unchanged,
+at the manifest's `base_url` or settings' `served_base_url` (required for vllm/ and sglang/).
 
 `scoring: loglikelihood` (multiple-choice proxy tasks on a huggingface checkpoint) does
 not generate: the questions are scored by the log-likelihood of each choice in batched
@@ -49,6 +50,8 @@ from tasks.storage import fsspec_local_path
 
 _INSPECT_LOCK = threading.Lock()
 _SIM_EXTRAS = ("curves", "capability_offset", "error_rate")
+# Providers that launch their own server from the weights when no base_url is given.
+_SELF_STARTING = frozenset({"vllm", "sglang"})
 _HF_EXTRAS = ("device", "max_new_tokens", "dtype", "batch_size", "batch_wait_s")
 _RUN_KEYS = {"type", "task", "scorer", "score_key", "retries", "log_format", "max_samples", "log_realtime",
              "scoring"}
@@ -77,6 +80,47 @@ def inspect_model(checkpoint: CheckpointInfo, benchmark: Benchmark) -> tuple[str
         args.update({k: m[k] for k in _HF_EXTRAS if k in m})
         return f"rsp-hf/{_slug(path.name)}", args
     return str(m["model"]), dict(m.get("model_args") or {})
+
+
+def served_base_url(checkpoint: CheckpointInfo, model: str, benchmark: Benchmark) -> str | None:
+    """Where a served checkpoint (kind inspect) answers: the manifest's `base_url`, else settings'.
+
+    Inspect's `vllm/` and `sglang/` providers start a local server from the weights when given no
+    address; a gate must never do that behind the operator's back (it would load weights on the gate's
+    machine, or fail minutes later), so for those providers a missing address is a runner error.
+    """
+    if checkpoint.model.get("kind") != "inspect":
+        return None
+    url = checkpoint.model.get("base_url")
+    if not url:
+        from tasks.settings import get_settings
+
+        url = get_settings().served_base_url
+    if not url and model.split("/", 1)[0] in _SELF_STARTING:
+        raise RunnerError(f"{benchmark.id}: {model} needs the serving endpoint: set model.base_url in the "
+                          "checkpoint manifest or RSP_SERVED_BASE_URL (e.g. http://host:8000/v1)")
+    return str(url) if url else None
+
+
+def forget_other_vllm_endpoints(base_url: str | None) -> None:
+    """Drop Inspect's shared vLLM server entries that point at another endpoint.
+
+    Inspect's `vllm/` provider keeps one server entry per model name for the whole process and
+    binds it to the first base_url it sees; a later checkpoint served under the same name at a new
+    address would silently be evaluated at the OLD address, i.e. the wrong model. The gate runs many
+    checkpoints per process, so before each run it forgets entries for other external endpoints
+    (entries with a process of their own are servers Inspect started, which the gate never asks for).
+    If Inspect's internals move, this fails closed rather than risk the wrong endpoint.
+    """
+    if not base_url:
+        return
+    try:
+        from inspect_ai.model._providers._vllm_lora import _vllm_servers
+    except ImportError as exc:
+        raise RunnerError(f"cannot make sure Inspect's vllm provider uses {base_url}: {exc}") from None
+    for name, server in list(_vllm_servers.items()):
+        if server.base_url not in (None, base_url) and getattr(server, "process", None) is None:
+            del _vllm_servers[name]
 
 
 def run_key(parts: dict[str, Any]) -> str:
@@ -115,7 +159,9 @@ class InspectRunner:
         if scoring == "loglikelihood" and kind == "huggingface":
             return _loglikelihood_table(task, task_name, model_args, benchmark, limit)
 
+        base_url = served_base_url(checkpoint, model, benchmark)
         key = run_key({"task": task_name, "task_args": task_args, "model": model, "model_args": model_args,
+                       "base_url": base_url,
                        "epochs": benchmark.attempts, "limit": limit, "version": benchmark.version,
                        "time_limit": int(benchmark.timeout_s)})
         run_dir = Path(log_dir) / _slug(benchmark.id) / key
@@ -129,12 +175,15 @@ class InspectRunner:
             # provider's max_connections (two batches) is the limit to use.
             options["adaptive_connections"] = False
         with _INSPECT_LOCK:
+            if model.startswith("vllm/"):
+                forget_other_vllm_endpoints(base_url)
             try:
                 _, logs = eval_set(
                     tasks=task,
                     log_dir=str(run_dir),
                     model=model,
                     model_args=model_args,
+                    model_base_url=base_url,
                     task_args=task_args,
                     epochs=benchmark.attempts,
                     limit=limit,
