@@ -69,10 +69,18 @@ def quality_task(table: SampleTable, policy: Policy, required: list[str], docs_d
 
     report = check_quality(table, policy, required, docs_dir=Path(docs_dir))
     if report.docs_path:
-        from prefect.artifacts import create_link_artifact
+        from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-        create_link_artifact(Path(report.docs_path).resolve().as_uri(), link_text="great-expectations Data Docs",
-                             description=f"Data-quality validation: {'passed' if report.passed else 'FAILED'}")
+        from tasks.report import report_url
+
+        # A browser will not open file:// from the UI: link through the approval service's /reports route.
+        verdict = f"Data-quality validation: {'passed' if report.passed else 'FAILED'}"
+        url = report_url(Path(report.docs_path))
+        if url is not None:
+            create_link_artifact(url, link_text="great-expectations Data Docs", description=verdict)
+        else:
+            create_markdown_artifact(f"{verdict}. Data Docs: `{report.docs_path}` (outside the runs folder, "
+                                     "so not served)", description=verdict)
     return report
 
 

@@ -146,6 +146,11 @@ def notify_halt(recorded: RecordedHalt, report: ApplyReport | None, *, ledger: L
     return True
 
 
+def approval_run_name(halt_id: str) -> str:
+    """The name of a halt's approval run in the Prefect UI (one concept, one spelling)."""
+    return f"approve-{halt_id}"
+
+
 def start_approval_wait(halt_id: str, *, api_url: str | None = None) -> bool:
     """Start the Prefect UI approval form for this halt where the `approval` deployment is
     served (`rsp serve`). Best effort: Slack and `rsp approve` work without it, and the form
@@ -157,15 +162,19 @@ def start_approval_wait(halt_id: str, *, api_url: str | None = None) -> bool:
         from prefect.context import FlowRunContext
         from prefect.deployments import run_deployment
 
+        # Its own top-level run named after the halt (not a subflow of the run that halted), so the
+        # UI lists it where operators look and `rsp serve` can tell a halt already has one.
+        start: dict[str, Any] = {"parameters": {"halt_id": halt_id}, "flow_run_name": approval_run_name(halt_id), "timeout": 0,
+                 "as_subflow": False}
         if FlowRunContext.get() is not None:
-            run_deployment(APPROVAL_DEPLOYMENT, parameters={"halt_id": halt_id}, timeout=0)
+            run_deployment(APPROVAL_DEPLOYMENT, **start)
         else:
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             from tasks.enforcement.prefect_api import resolve_api_url
 
             with temporary_settings(updates={PREFECT_API_URL: resolve_api_url(api_url)}):
-                run_deployment(APPROVAL_DEPLOYMENT, parameters={"halt_id": halt_id}, timeout=0)
+                run_deployment(APPROVAL_DEPLOYMENT, **start)
     except Exception as exc:  # noqa: BLE001 - no such deployment (not served here), or no Prefect: no form
         log.debug("no Prefect UI approval form for halt %s: %s", halt_id, exc)
         return False

@@ -53,7 +53,7 @@ def start_missing_approvals(ledger: Ledger, api_url: str | None = None) -> list[
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.enforcement.halting import APPROVAL_DEPLOYMENT
+    from tasks.enforcement.halting import APPROVAL_DEPLOYMENT, approval_run_name
     from tasks.enforcement.prefect_api import resolve_api_url
 
     live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
@@ -62,7 +62,7 @@ def start_missing_approvals(ledger: Ledger, api_url: str | None = None) -> list[
             get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(APPROVAL_DEPLOYMENT)
         for halt in ledger.halts("open"):
-            name = f"approve-{halt.halt_id}"
+            name = approval_run_name(halt.halt_id)
             waiting = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 name=FlowRunFilterName(any_=[name]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live))))
             if any(r.deployment_id == deployment.id for r in waiting):

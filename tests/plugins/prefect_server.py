@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 90.0  # 2 shared cores and other suites starting servers too: be generous, poll anyway
+START_TIMEOUT_S = 300.0  # 2 shared cores and other suites starting servers too: be generous, poll anyway
 T = TypeVar("T")
 
 
