@@ -65,8 +65,8 @@ def rewrite_jsonl(path: Path, seq: int, payload: dict[str, Any]) -> str:
     return prev
 
 
-def verify(bundle: Path, trust: Path) -> tuple[int, dict[str, Any]]:
-    out = cli("audit", "verify", "--bundle", str(bundle), "--trust", str(trust), "--json")
+def verify(bundle: Path, trust: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    out = cli("audit", "verify", "--bundle", str(bundle), "--trust", str(trust), "--json", *extra)
     return out.exit_code, json.loads(out.output)
 
 
@@ -376,6 +376,11 @@ def test_every_vote_counted_toward_a_lift_must_be_signed_by_a_rostered_key_in_it
     assert "is not signed: a third party cannot verify it" in problems[1]
     assert problems[2].startswith("halt halt-role lifted at seq") and "vote of bob" in problems[2]
     assert "role_not_held: bob signed as rso but holds ceo" in problems[2]
+    # An auditor who chooses to trust the typed channel lists that vote instead of failing on it; the
+    # forged and wrong-role votes still fail.
+    code, report = verify(bad, trust, "--accept-channel", "ui")
+    assert code == 1 and len(report["problems"]) == 2, report["problems"]
+    assert [a.split(" lifted")[0] for a in report["accepted_unsigned"]] == ["halt halt-typed"]
     # The auditor's own roster wins over the bundle's: one without bob's key refuses his votes.
     (trust / "roster.yaml").write_text(f"people:\n  alice: {{roles: [rso], public_keys: ['{keys['alice'][1]}']}}\n"
                                        "  bob: {roles: [ceo]}\n")

@@ -48,13 +48,18 @@ def verify(
         typer.Option("--trust", help="With --bundle: your trusted gate keys (OpenSSH lines, or a folder of *.pub, "
                                      "and roster.yaml for votes; else the bundle's roster is used)."),
     ] = None,
+    accept_channel: Annotated[
+        list[str] | None,
+        typer.Option("--accept-channel", help="With --bundle: accept unsigned votes through this channel (e.g. "
+                                              "slack) on your own trust; listed, not failed. Repeatable."),
+    ] = None,
 ) -> None:
     """Recompute every hash and link of the ledger; exit 0 if intact, 1 naming the first bad event.
 
     With --bundle: also every signed head against the chain, every determination's signature, and a
     replay of every determination from its policy and sample rows; exit 1 naming the first problem."""
     if bundle is not None or trust is not None:
-        _verify_bundle(bundle, trust, as_json)
+        _verify_bundle(bundle, trust, as_json, frozenset(accept_channel or ()))
         return
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -88,21 +93,24 @@ def verify(
         raise typer.Exit(1)
 
 
-def _verify_bundle(bundle: Path | None, trust: Path | None, as_json: bool) -> None:
+def _verify_bundle(bundle: Path | None, trust: Path | None, as_json: bool,
+                   accept_channels: frozenset[str] = frozenset()) -> None:
     """Settings, the ledger and the network are never touched: only the bundle and the trusted keys."""
     if bundle is None or trust is None:
         _die("verify", "--bundle DIR and --trust KEYS go together")
     from tasks.trust.bundle import BundleError, load_roster_for, load_trusted_keys, verify_bundle
 
     try:
-        report = verify_bundle(bundle, load_trusted_keys(trust), load_roster_for(bundle, trust))
+        report = verify_bundle(bundle, load_trusted_keys(trust), load_roster_for(bundle, trust), accept_channels)
     except BundleError as exc:
         _die("verify", " ".join(str(exc).split()))
     if as_json:
         typer.echo(json.dumps({"bundle": str(bundle), **report.to_dict()}, sort_keys=True))
     elif report.ok:
         typer.echo(f"bundle ok: {report.events} events, {report.heads} signed heads consistent with the chain, "
-                   f"{report.determinations} determinations signed and replayed, every counted vote signed")
+                   f"{report.determinations} determinations signed and replayed, every counted vote signed"
+                   + (f" or accepted by channel ({len(report.accepted_unsigned)} unsigned: "
+                      f"{', '.join(sorted(accept_channels))})" if report.accepted_unsigned else ""))
     else:
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         typer.echo(f"bundle FAILED: {report.problems[0]}{more}")

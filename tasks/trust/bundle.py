@@ -58,6 +58,8 @@ class BundleReport:
     trusted: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     votes_checked: bool = False
+    # Unsigned votes the auditor chose to accept by channel (--accept-channel): listed, not problems.
+    accepted_unsigned: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +69,8 @@ class BundleReport:
         return {"ok": self.ok, "first_problem": self.problems[0] if self.problems else None,
                 "problems": self.problems, "events": self.events, "head_seq": self.head_seq, "heads": self.heads,
                 "determinations": self.determinations, "replayed": self.replayed, "ledger_id": self.ledger_id,
-                "trusted_keys": self.trusted, "votes_checked": self.votes_checked}
+                "trusted_keys": self.trusted, "votes_checked": self.votes_checked,
+                "accepted_unsigned": self.accepted_unsigned}
 
 
 def load_trusted_keys(path: Path) -> list[Ed25519PublicKey]:
@@ -106,8 +109,13 @@ def load_roster_for(folder: Path, trust: Path | None = None) -> Roster | None:
     return None
 
 
-def verify_bundle(folder: Path, trusted: list[Ed25519PublicKey], roster: Roster | None = None) -> BundleReport:
-    """Check `folder` against the `trusted` gate keys; votes against `roster` (load_roster_for)."""
+def verify_bundle(folder: Path, trusted: list[Ed25519PublicKey], roster: Roster | None = None,
+                  accept_channels: frozenset[str] = frozenset()) -> BundleReport:
+    """Check `folder` against the `trusted` gate keys; votes against `roster` (load_roster_for).
+
+    `accept_channels`: unsigned votes through these channels (e.g. `slack`, verified by the gate with
+    Slack's signing secret, which a third party does not hold) are listed as accepted on the auditor's
+    own say-so instead of reported; the default accepts none."""
     report = BundleReport(trusted=[fingerprint(k) for k in trusted])
     events = _read_events(folder)
     chain = verify_events(events)
@@ -118,7 +126,7 @@ def verify_bundle(folder: Path, trusted: list[Ed25519PublicKey], roster: Roster 
     hashes[0] = GENESIS_HASH
     _check_heads(folder, trusted, hashes, report)
     _check_determinations(folder, trusted, events, report)
-    _check_lifts(events, roster, report)
+    _check_lifts(events, roster, report, accept_channels)
     return report
 
 
@@ -235,7 +243,8 @@ def _check_one(folder: Path, trusted: list[Ed25519PublicKey], event: Event, type
     return None if diff is None else f"replay differs from the record at {diff}"
 
 
-def _check_lifts(events: list[Event], roster: Roster | None, report: BundleReport) -> None:
+def _check_lifts(events: list[Event], roster: Roster | None, report: BundleReport,
+                 accept_channels: frozenset[str] = frozenset()) -> None:
     """Every vote that counted toward a lift (the lift's approvers) must be a statement signed by a key the
     roster lists for that person, naming the role the lift needed from them (tasks.trust.votes.verify_vote).
     An unsigned vote (Slack, a typed name) cannot be checked by a third party and is reported."""
@@ -260,6 +269,9 @@ def _check_lifts(events: list[Event], roster: Roster | None, report: BundleRepor
                 continue
             statement, signature = vote.payload.get("statement"), vote.payload.get("signature")
             if not isinstance(statement, dict) or not isinstance(signature, str):
+                if vote.payload.get("channel") in accept_channels:
+                    report.accepted_unsigned.append(f"{where} (seq {vote.seq}, channel {vote.payload.get('channel')})")
+                    continue
                 report.problems.append(f"{where} (seq {vote.seq}, channel {vote.payload.get('channel')}) is not "
                                        "signed: a third party cannot verify it")
                 continue
