@@ -90,8 +90,12 @@ class GateHalt:
     scope: HaltScope
     opened_at: str
     payload: Mapping[str, Any]
+    # Set for a halt the ledger has decided but not yet opened (`ScalingGate._decided_halt`).
+    pending_note: str | None = None
 
     def message(self, run_id: str, activity: str) -> str:
+        if self.pending_note is not None:
+            return f"scaling halted: run {run_id!r} ({activity}): {self.pending_note}"
         if lifts_automatically(self.payload):
             how = ("To lift: get detection and evaluation going again (`rsp watch` / `rsp serve`); the halt lifts "
                    "by itself when the determinations catch up (see `rsp status`).")
@@ -161,6 +165,7 @@ class ScalingGate:
         self._validated_at = float("-inf")
         self._halts: tuple[GateHalt, ...] = ()
         self._trackers: dict[str, RunLagTracker] = {}
+        self._decided: dict[tuple[str, str], tuple[int | None, GateHalt | None]] = {}
 
     @property
     def ledger(self) -> Ledger:
@@ -314,7 +319,40 @@ class ScalingGate:
         for halt in halts:
             if scope_covers(halt.scope, run_id, activity):
                 return halt
-        return None
+        with self._lock:
+            return self._decided_halt(run_id, activity)
+
+    def _decided_halt(self, run_id: str, activity: str) -> GateHalt | None:
+        """A HALT determination whose halt is not in the ledger yet still stops the run.
+
+        The evaluation records its determination and then opens the halt; a trainer that saw the
+        determination in between would otherwise pass the gate and write the next checkpoint (seen
+        under load). Also the fail-closed answer when the evaluation died between the two: the run
+        stays stopped until a halt is opened (re-evaluate) or one covering it is opened or lifted
+        after that determination. Cached per ledger head, like the open halts."""
+        cached = self._decided.get((run_id, activity))
+        if cached is not None and cached[0] == self._seq and self._seq is not None:
+            return cached[1]
+        try:
+            pending: GateHalt | None = None
+            det = self.ledger.latest_determination_event(run_id)
+            if det is not None and det.payload.get("decision") == "halt" and (
+                    activity in (det.payload.get("halts") or ()) or activity not in ("training", "deployment")):
+                later = [h for h in self.ledger.halts() if scope_covers(scope_of(h.payload), run_id, activity)
+                         and max(h.opened_seq, h.lifted_seq or 0) > det.seq]
+                if not later:
+                    step = (det.payload.get("checkpoint") or {}).get("step")
+                    pending = GateHalt(
+                        f"pending@{det.seq}", HaltScope(activities=("training", "deployment"), runs=(run_id,)),
+                        det.ts, det.payload,
+                        pending_note=(f"the determination at step {step} (ledger seq {det.seq}) decided HALT and its "
+                                      "halt is not recorded yet; retry in a moment (`rsp status`). If it never "
+                                      "appears, the evaluation stopped before opening it: re-run `rsp evaluate`."))
+        except Exception as exc:
+            raise GateUnavailable(f"scaling gate closed: cannot read run {run_id}'s last determination "
+                                  f"({_one_line(exc)[:200]})") from exc
+        self._decided[(run_id, activity)] = (self._seq, pending)
+        return pending
 
     def is_open(self, run_id: str, activity: str = "training") -> bool:
         return self.blocking_halt(run_id, activity) is None

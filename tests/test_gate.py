@@ -186,3 +186,32 @@ def test_rsp_gate_check_exit_codes(ledger_url: str, ledger: Ledger, tmp_path: Pa
     assert broken.exit_code == 2
     bad_activity = runner.invoke(app, ["gate", "check", "run-a", "--activity", "eval", "--ledger", ledger_url])
     assert bad_activity.exit_code == 2
+
+
+def decide(ledger: Ledger, run_id: str, step: int, decision: str, halts: list[str]) -> None:
+    uri = f"file:///ck/{run_id}/step-{step:09d}/"
+    ledger.append("determination.recorded", uri, {"checkpoint": {"run_id": run_id, "step": step, "uri": uri},
+                                                  "decision": decision, "halts": halts,
+                                                  "assessment": "comprehensive"})
+
+
+def test_a_halt_decided_but_not_yet_opened_already_stops_the_run(ledger_url: str, ledger: Ledger) -> None:
+    """The evaluation records HALT, then opens the halt: a trainer checking in between must not pass
+    (seen under load: the next checkpoint slipped through), nor when the evaluation died in between."""
+    gate = ScalingGate(ledger_url)
+    decide(ledger, "run-a", 1, "proceed", [])
+    assert gate.is_open("run-a")
+    decide(ledger, "run-a", 2, "halt", ["training", "deployment"])
+    with pytest.raises(ScalingHalted) as caught:
+        gate.check("run-a")
+    assert "step 2" in str(caught.value) and "decided HALT" in str(caught.value)
+    assert gate.is_open("run-b")  # another run's determination is not this run's business
+    halt, _ = open_manual_halt("the halt the evaluation opens", ["training", "deployment"], runs=["run-a"],
+                               ledger=ledger)
+    with pytest.raises(ScalingHalted) as caught:
+        gate.check("run-a")
+    assert caught.value.halt_id == halt.halt_id  # the real halt, with its cause and how to lift it
+    lift(ledger, halt.halt_id)
+    assert gate.is_open("run-a")  # lifted after the decision: the decision was considered
+    decide(ledger, "run-a", 3, "halt", ["deployment"])
+    assert gate.is_open("run-a", "training") and not gate.is_open("run-a", "deployment")

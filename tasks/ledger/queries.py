@@ -96,6 +96,11 @@ class QueriesMixin:
         event = self.last_comprehensive_event(run_id, before_step)
         return None if event is None else event.payload
 
+    def latest_determination_event(self, run_id: str) -> Event | None:
+        """The determination of `run_id` at its highest step (the latest recorded there), with its seq."""
+        found = self._determination_events(run_id, latest=True)
+        return found[0] if found else None
+
     def previous_determination(self, run_id: str, before_step: int | None = None) -> dict[str, Any] | None:
         """The determination at the highest step below `before_step` (any step when None)."""
         found = self._determination_events(run_id, before_step=before_step, latest=True)
