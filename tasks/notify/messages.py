@@ -99,7 +99,7 @@ def status_line(ledger: Ledger, halt: Halt) -> tuple[str, bool]:
         return f"OPEN — approver rules unavailable: {state.rules_problem}", True
     if state.tally.rejected:
         return (f"OPEN — round {state.round} rejected by {state.tally.rejected_by}; the halt stays. "
-                f"A new request: `rsp approve {halt.halt_id} --new-round`"), False
+                f"A new request: `rsp approve {halt.halt_id} --as PERSON --key PATH -j TEXT --new-round`"), False
     line = f"OPEN — round {state.round}: {state.tally.summary()}"
     if state.last_refusal:
         line += f". Last lift attempt refused: {state.last_refusal}"
@@ -156,7 +156,8 @@ def opened(ledger: Ledger, halt: Halt, *, apply_report: Mapping[str, Any] | None
         lines.append(f"Enforcement: {facts['enforcement']}")
     if flow_run_link:
         lines.append(f"Flow run: {flow_run_link}")
-    lines.append(f"Approve: rsp approve {halt.halt_id} --as PERSON --justification TEXT (or the Slack buttons)")
+    lines.append(f"Approve: rsp approve {halt.halt_id} --as PERSON --key PATH --justification TEXT (a signed vote; "
+                 "or the Slack buttons)")
     title = f"Scaling HALTED{f' ({level} required)' if level else ''}: {halt.halt_id}"
     return Notification(halt_id=halt.halt_id, event=HaltOpened.KIND, event_key=HaltOpened.KIND, title=title,
                         text="\n".join(lines), facts=facts, actions=actions, severity="critical")
