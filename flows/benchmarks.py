@@ -1,4 +1,5 @@
-"""The benchmark fan-out: one Prefect task per benchmark on a configurable task runner."""
+"""The benchmark fan-out: one Prefect task per benchmark on a configurable task runner; and the
+noise-injection sandbagging probe on checkpoints with real weights."""
 
 from __future__ import annotations
 
@@ -8,21 +9,39 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from policy.determination import RunFailure
+from policy.determination import Anomaly, RunFailure
 from policy.results import SampleTable
-from policy.schema import Benchmark
+from policy.sandbagging import NoiseProbeResult
+from policy.schema import Benchmark, Policy
 from tasks.benchmarks.base import CheckpointInfo, RunnerTimeout
 from tasks.evaluation import run_benchmark_task
+from tasks.ledger import Ledger
+from tasks.ledger.events import NoiseProbeFlagged
 
 
 def make_task_runner(spec: str) -> Any:
-    """"threads" (default), "threads:N", "dask" (a local cluster per run) or "dask://host:port"
-    (a long-lived cluster: the way to fan out across machines)."""
+    """The task runner named by `spec`:
+
+    - "auto": the Dask scheduler at RSP_DASK_ADDRESS when set, else "processes";
+    - "processes" / "processes:N": a local process pool (one benchmark per process: Inspect runs one
+      evaluation per process, so threads serialise them);
+    - "threads" / "threads:N": a thread pool in this process;
+    - "dask://host:port" or "tcp://host:port": a long-lived Dask cluster, connected to by address (the
+      way to fan out across machines); "dask": a throwaway local cluster per flow run (2-4 s each).
+    """
+    if spec == "auto":
+        from tasks.settings import get_settings
+
+        address = get_settings().dask_address
+        return make_task_runner(address if address else "processes")
     if spec == "threads" or spec.startswith("threads:"):
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        workers = int(spec.split(":", 1)[1]) if ":" in spec else None
-        return ThreadPoolTaskRunner(max_workers=workers)
+        return ThreadPoolTaskRunner(max_workers=_workers(spec))
+    if spec == "processes" or spec.startswith("processes:"):
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=_workers(spec))
     if spec == "dask" or spec.startswith(("dask://", "tcp://")):
         try:
             from prefect_dask import DaskTaskRunner
@@ -31,7 +50,16 @@ def make_task_runner(spec: str) -> Any:
         if spec == "dask":
             return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": False})
         return DaskTaskRunner(address=spec.replace("dask://", "tcp://", 1))
-    raise ValueError(f"unknown task runner {spec!r}: use threads, threads:N, dask or dask://host:port")
+    raise ValueError(f"unknown task runner {spec!r}: use auto, processes[:N], threads[:N], dask or dask://host:port")
+
+
+def _workers(spec: str) -> int | None:
+    if ":" not in spec:
+        return None  # Prefect's default: the CPU count for processes
+    n = spec.split(":", 1)[1]
+    if not n.isdigit() or int(n) < 1:
+        raise ValueError(f"task runner {spec!r}: the worker count must be a positive integer")
+    return int(n)
 
 
 @flow(name="run-benchmarks", log_prints=True)
@@ -77,3 +105,46 @@ def run_benchmarks(
         table = table.concat(rows)
         logger.info("[%d/%d] %s: %d rows", i, len(futures), b.id, len(rows))
     return table, failures
+
+
+def noise_probes(policy: Policy, info: CheckpointInfo, benchmark_ids: list[str]) -> list[NoiseProbeResult]:
+    """Run the noise-injection probe on the multiple-choice benchmarks among `benchmark_ids`, for a
+    checkpoint with real weights (`kind: huggingface`); nothing for simulated or served models, or
+    when the policy's `noise_levels` is empty. A probe that cannot run is a result with its error,
+    which flags the benchmark (fail closed), never a silent skip."""
+    cfg = policy.anomaly_checks.noise_probe()
+    if info.model.get("kind") != "huggingface" or not cfg.levels:
+        return []
+    from tasks.benchmarks.noise_probe import probe_folder, proxy_questions, subset
+
+    chosen = {}
+    for bid in benchmark_ids:
+        questions = proxy_questions(bid)
+        if questions is not None:  # free-text benchmarks have no choices to score
+            chosen[bid] = subset(questions, cfg.subset, cfg.seed)
+    if not chosen:
+        return []
+    try:
+        counts = probe_folder(str(info.model["path"]), chosen, cfg.levels, cfg.scale, cfg.seed,
+                              device=str(info.model.get("device", "cpu")))
+    except Exception as exc:  # noqa: BLE001 - a probe that cannot run flags every benchmark it covers
+        error = f"{type(exc).__name__}: {exc}"
+        get_run_logger().warning("noise probe failed: %s", error)
+        return [NoiseProbeResult(bid, 0, 0, {}, error=error) for bid in sorted(chosen)]
+    return [NoiseProbeResult(bid, c.n, c.clean_correct, c.noised_correct) for bid, c in sorted(counts.items())]
+
+
+def record_noise_flags(ledger: Ledger, checkpoint_uri: str, info: CheckpointInfo, policy: Policy,
+                       probes: list[NoiseProbeResult], anomalies: list[Anomaly]) -> None:
+    """One `noise_probe.flagged` event per benchmark the probe flagged, before the determination."""
+    by_id = {p.benchmark: p for p in probes}
+    scale = policy.anomaly_checks.noise_probe().scale
+    for a in anomalies:
+        p = by_id.get(a.benchmark)
+        if p is None or not a.message.startswith("noise probe"):
+            continue
+        get_run_logger().warning("%s: %s", a.benchmark, a.message)
+        ledger.record(NoiseProbeFlagged(checkpoint=checkpoint_uri, run_id=info.run_id, step=info.step,
+                                        benchmark=a.benchmark, message=a.message, n=p.n, clean=p.clean_correct,
+                                        noised={f"{k:g}": v for k, v in sorted(p.noised_correct.items())},
+                                        scale=scale, error=p.error), checkpoint_uri)
