@@ -38,7 +38,7 @@ def test_processes_and_dask_by_address_agree_with_threads(prefect_server, dask_a
             with Client(dask_address, timeout=10) as client:
                 # A lambda, not `os.environ.update`: that bound method would pickle a copy of the
                 # environment mapping and update the copy on the worker.
-                client.run(lambda: os.environ.update(fake))
+                client.run(lambda fake=fake: os.environ.update(fake))
         outcomes[runner] = evaluate(ck.uri, policy=str(same), task_runner=runner, force=True)
     assert {k: o.status for k, o in outcomes.items()} == dict.fromkeys(outcomes, "evaluated")
     dets = Ledger(get_settings().resolved_ledger_url).determinations("run-d")
