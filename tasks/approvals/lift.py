@@ -210,8 +210,10 @@ def _already_lifted(store: Ledger, halt: Halt, **prefect: Any) -> LiftOutcome:
 
 
 def _resume_into(outcome: LiftOutcome, store: Ledger, halt_id: str, **prefect: Any) -> None:
+    from tasks.enforcement.automation import release_guard
     from tasks.ledger.events import HaltDeploymentsResumed, HaltResumeFailed
 
+    release_guard(store, **prefect)  # first: a run started the moment they resume must not be cancelled
     try:
         done = resume_halt_deployments(store, halt_id, **prefect)
     except Exception as exc:  # noqa: BLE001 - the halt is lifted in the ledger (gate open); say what is left

@@ -246,6 +246,39 @@ def ensure_halt_automation(
             "state": sync.to_dict()}
 
 
+def release_guard(
+    store: Ledger,
+    *,
+    api_url: str | None = None,
+    scaling_tag: str | None = None,
+    names: Sequence[str] | None = None,
+) -> str | None:
+    """After a lift, before the deployments resume: narrow the guard to what the halts still open
+    cover (disabled when none). Otherwise it keeps cancelling new runs of the lifted deployments
+    until the next reconcile pass, and a run started right after the lift is cancelled (seen in the
+    demo). Creates nothing where the guard was never installed. Returns the change, None when
+    nothing changed or it could not be done (never raises: reconcile narrows it later)."""
+    import logging
+
+    from tasks.enforcement.enforce import observe, targets_of
+    from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
+    from tasks.enforcement.settings import enforcement_settings
+
+    cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
+    if not guard_installed(store, cfg.scaling_tag):
+        return None
+    try:
+        url = resolve_api_url(api_url)
+        with prefect_client(url) as client:
+            observed = observe(client, targets_of(store.halts("open")), scaling_tag=cfg.scaling_tag,
+                               names=cfg.names, with_flow_names=False)
+            return sync_guard(client, cfg.scaling_tag, observed.halted_deployment_ids(), create=False).change
+    except Exception as exc:  # noqa: BLE001 - best effort: the next reconcile narrows it
+        logging.getLogger("rsp.enforcement").warning("halt guard not narrowed after the lift: %s",
+                                                     short_error(exc))
+        return None
+
+
 __all__ = [
     "EVENTS",
     "GuardSync",
@@ -254,6 +287,7 @@ __all__ = [
     "ensure_halt_automation",
     "guard_installed",
     "keep_guard",
+    "release_guard",
     "sync_guard",
     "sync_halt_automation",
 ]
