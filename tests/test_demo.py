@@ -62,7 +62,11 @@ def test_demo_halts_lifts_and_resumes(tmp_path, monkeypatch, capsys):
         # At step 3 every ASL-3 safeguard verifies; only the ASL-4 ones are missing.
         third = {s["id"]: s["state"] for s in dets[2]["safeguards"]}
         assert all(third[i] == "met" for i in first_unmet), third
-        assert {i for i, s in third.items() if s != "met"} == {"asl4-security-standard", "asl4-deployment-standard"}
+        # (Which ASL-4 thresholds step 3 crosses varies with the simulated draws: an AI R&D crossing
+        # also requires the misalignment affirmative case.)
+        third_unmet = {i for i, s in third.items() if s != "met"}
+        assert {"asl4-security-standard", "asl4-deployment-standard"} <= third_unmet
+        assert third_unmet <= {"asl4-security-standard", "asl4-deployment-standard", "misalignment-affirmative-case"}
 
         halt = ledger.halt(result["halt_id"])
         assert halt is not None and not halt.is_open
