@@ -320,7 +320,8 @@ def test_claim_race_each_key_claimed_exactly_once(db: str) -> None:
                 pool.apply_async(_claim_worker, (url, "w2", keys[::-1], start)),
             ]
             won = [set(job.get(timeout=300)) for job in jobs]
-    assert won[0] and won[1], "both workers won keys"
+    # No assertion that both won keys: SQLite's busy handler is not fair, and on a loaded machine one
+    # worker may claim all 400 before the other's first claim commits. What must hold: never twice.
     assert won[0].isdisjoint(won[1])
     assert won[0] | won[1] == set(keys)
     with Ledger(url) as store:
