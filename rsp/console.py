@@ -26,3 +26,16 @@ def die(command: str, message: object, code: int = EXIT_USAGE) -> NoReturn:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+POLICY_HELP = "Bundled framework id or policy file (default: RSP_POLICY or the config's `policy`, else anthropic-rsp)."
+
+
+def configured_policy(policy: str | None) -> str:
+    """`--policy` as given, else the configured one: the policy the scaling gate reads (RSP_POLICY, the
+    config's `policy`) is the one the pipeline evaluates under, never a bundled default beside it."""
+    if policy:
+        return policy
+    from tasks.settings import get_settings
+
+    return get_settings().policy

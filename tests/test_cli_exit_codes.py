@@ -439,6 +439,20 @@ def test_command_exits_as_the_readme_table_says(world: World, command: str, code
 # -- the promises around the table -----------------------------------------------------------------------------
 
 
+def test_evaluate_uses_the_configured_policy_when_none_is_given(world: World, prefect_server: str) -> None:
+    """RSP_POLICY (or the config's `policy`) is what `rsp evaluate` and `rsp watch` evaluate under without
+    --policy: the policy the scaling gate reads, never the bundled default beside it."""
+    from tasks.ledger import Ledger
+
+    checkpoint = _checkpoint(world, 1e21)
+    out = rsp(world, "evaluate", checkpoint, env={"PREFECT_API_URL": prefect_server})
+    assert out.code == 0, out.stdout[-1500:] + out.stderr[-1500:]
+    with Ledger(world.url) as ledger:
+        dets = ledger.determinations(Path(checkpoint).parent.name)
+    assert [d["policy"]["id"] for d in dets] == ["tiny"]
+    assert {b["benchmark"] for b in dets[0]["benchmarks"]} == {"bio", "chem", "swe", "ctf"}
+
+
 @pytest.mark.parametrize("argv", [
     ["evaluate", "{home}/no/such/run/step-000000001"],
     ["evaluate", "s3://Not_A_Bucket/run/step-1"],

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rsp.console import EXIT_PROBLEM, EXIT_USAGE, die, fail, print_json
+from rsp.console import EXIT_PROBLEM, EXIT_USAGE, POLICY_HELP, configured_policy, die, fail, print_json
 
 if TYPE_CHECKING:
     from tasks.outcomes import EvaluationOutcome
@@ -66,7 +66,7 @@ def _location_problem(uri: str, what: str, *, checkpoint: bool) -> str | None:
 
 def evaluate(
     uri: str = typer.Argument(..., help="Checkpoint folder: /path/run/step-000001000 or s3://bucket/prefix/run/step-…"),
-    policy: str = typer.Option("anthropic-rsp", "--policy", "-p", help="Bundled framework id or policy file."),
+    policy: str = typer.Option(None, "--policy", "-p", help=POLICY_HELP, show_default=False),
     force: bool = typer.Option(False, "--force", help="Re-evaluate and recompute every benchmark."),
     task_runner: str = typer.Option("threads", "--task-runner", help="threads, threads:N, dask, dask://host:port"),
     limit: int = typer.Option(None, "--limit", help="At most this many samples per benchmark (smoke tests)."),
@@ -86,7 +86,7 @@ def evaluate(
     from flows.evaluate import evaluate as evaluate_flow
 
     try:
-        res = evaluate_flow(uri, policy=policy, force=force, task_runner=task_runner, limit=limit)
+        res = evaluate_flow(uri, policy=configured_policy(policy), force=force, task_runner=task_runner, limit=limit)
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line and exit 2
         fail(f"evaluate failed: {type(exc).__name__}: {exc}")
     if json_out:
@@ -102,7 +102,7 @@ def evaluate(
 def watch(
     once: bool = typer.Option(False, "--once", help="Run one tick and exit (for cron and tests)."),
     store: str = typer.Option(None, "--store", help="file:///path or s3://bucket/prefix (default: configured)."),
-    policy: str = typer.Option("anthropic-rsp", "--policy", "-p", help="Bundled framework id or policy file."),
+    policy: str = typer.Option(None, "--policy", "-p", help=POLICY_HELP, show_default=False),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between ticks without --once."),
     max_concurrent: int = typer.Option(2, "--max-concurrent", help="Runs evaluated in parallel."),
     full_scan: bool = typer.Option(False, "--full-scan", help="List the whole store, not just new keys."),
@@ -121,6 +121,7 @@ def watch(
     _quiet_prefect_when_json(json_out)
     from flows.watch import watch as watch_flow
 
+    policy = configured_policy(policy)
     while True:
         try:
             res = watch_flow(store=store, policy=policy, max_concurrent=max_concurrent, full_scan=full_scan,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from rsp.console import fail
+from rsp.console import POLICY_HELP, configured_policy, fail
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def build_deployments(policy: str, interval: float, store: str | None, with_demo
 
 
 def serve(
-    policy: str = typer.Option("anthropic-rsp", "--policy", "-p", help="Bundled framework id or policy file."),
+    policy: str = typer.Option(None, "--policy", "-p", help=POLICY_HELP, show_default=False),
     interval: float = typer.Option(60.0, "--interval", help="Seconds between scheduled watch ticks."),
     store: str = typer.Option(None, "--store", help="Checkpoint store (default: configured)."),
     demo: bool = typer.Option(False, "--demo", help="Also serve the demo training flow (a scaling deployment)."),
@@ -52,6 +52,7 @@ def serve(
     from tasks.enforcement import serve_scaling
     from tasks.inputs import read_policy
 
+    policy = configured_policy(policy)
     try:
         read_policy(policy)
     except Exception as exc:  # noqa: BLE001 - any unreadable policy: one line and exit 2 before serving
