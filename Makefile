@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two pytest-xdist workers: the suite waits on servers and subprocesses about half the time.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install bench clean
 
@@ -27,7 +29,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check policy tasks flows rsp tests bench
 	@$(BIN)/mypy policy tasks flows rsp > $(VENV)/mypy.log 2>&1 & types=$$!; \
-	$(BIN)/python -m pytest -q; tests=$$?; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder; tests=$$?; \
 	wait $$types; typed=$$?; echo "mypy policy tasks flows rsp:"; cat $(VENV)/mypy.log; \
 	test $$tests -eq 0 && test $$typed -eq 0
 

@@ -154,7 +154,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for k in [k for k in os.environ if k.startswith("RSP_")]:
             mp.delenv(k)
         for k, v in env.items():
-            mp.setenv(k, v)
+            if k != "PREFECT_API_URL":  # the subprocesses get it from world.env; this process keeps the session's
+                mp.setenv(k, v)
         get_settings.cache_clear()
         Ledger(empty, create=True).close()
         ledger = Ledger(f"sqlite:///{home / 'ledger.db'}", create=True)

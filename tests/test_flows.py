@@ -293,8 +293,9 @@ def test_rerun_under_changed_policy_reuses_benchmark_results_force_recomputes(
 def test_two_concurrent_watchers_evaluate_each_checkpoint_once(prefect_server, rsp_home, pipeline_policy,
                                                               write_checkpoints, attested_baseline):
     store = str(rsp_home / "checkpoints")
-    write_checkpoints(store, "run-m", [(100 * i, 1e21 * (1 + i / 10)) for i in range(1, 9)])
-    write_checkpoints(store, "run-n", [(100 * i, 1e21 * (1 + i / 10)) for i in range(1, 9)])
+    # Two runs of four: both watchers list all eight and race for every claim (16 took 75 s in CI).
+    write_checkpoints(store, "run-m", [(100 * i, 1e21 * (1 + i / 10)) for i in range(1, 5)])
+    write_checkpoints(store, "run-n", [(100 * i, 1e21 * (1 + i / 10)) for i in range(1, 5)])
     env = {**os.environ, "RSP_HOME": str(rsp_home)}
     cmd = [sys.executable, "-m", "rsp.cli", "watch", "--once", "--json", "--store", store,
            "--policy", str(pipeline_policy)]
@@ -305,8 +306,8 @@ def test_two_concurrent_watchers_evaluate_each_checkpoint_once(prefect_server, r
         assert p.returncode == 0, err[-2000:]
     evaluated = [r for out, _ in outs for r in json.loads(out)["evaluated"]]
     keys = [(r["run_id"], r["step"]) for r in evaluated]
-    assert len(keys) == 16 and len(set(keys)) == 16
-    assert len(ledger().determinations()) == 16
+    assert len(keys) == 8 and len(set(keys)) == 8
+    assert len(ledger().determinations()) == 8
 
 
 def test_watch_on_s3_over_http(prefect_server, rsp_home, pipeline_policy, s3_endpoint, s3_bucket,
