@@ -65,8 +65,6 @@ def _final(flow_run_id: Any) -> Any:
 def test_served_watch_runs_on_its_schedule_and_on_the_event(
     prefect_server_control: PrefectServerProcess, rsp_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.events import emit_event
-
     from rsp.cli import app
     from tasks.ledger import Ledger
     from tasks.settings import get_settings
@@ -125,7 +123,13 @@ def test_served_watch_runs_on_its_schedule_and_on_the_event(
 
         # 2. The trigger: a checkpoint-arrived event starts a watch run with the trigger's parameters.
         before = {r.id for r in _watch_runs(watch_id)}
-        emit_event("rsp.checkpoint.arrived", resource={"prefect.resource.id": f"rsp.checkpoint.{uuid.uuid4().hex}"})
+        # Emitted by another process, as a trainer host would: this process's Prefect events client is a
+        # singleton bound to the first server it met (under xdist, the demo's own server, since stopped).
+        emitter = ("from prefect.events import emit_event; from prefect.events.worker import EventsWorker; "
+                   "emit_event('rsp.checkpoint.arrived', "
+                   f"resource={{'prefect.resource.id': 'rsp.checkpoint.{uuid.uuid4().hex}'}}); "
+                   "EventsWorker.drain_all(timeout=60)")
+        subprocess.run([sys.executable, "-c", emitter], env=env, check=True, timeout=120)
 
         def triggered() -> list[Any]:
             return [r for r in _watch_runs(watch_id) if r.id not in before and not r.auto_scheduled]

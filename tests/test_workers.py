@@ -5,7 +5,8 @@ The halt tests in test_halt_holds.py serve deployments with `serve`; a lab runs 
 --all` against the session's real Prefect server, and the scaling deployment is run by a real
 `prefect worker start --pool rsp-scaling --type process`. The fifth layer under test: a halt
 pauses the scaling work queue, so no worker is handed a run, however it was created; the
-reconciler puts the pause back; a lift resumes the queue. The proof, as in test_halt_holds.py,
+reconciler puts the pause back; a lift resumes the queue; a worker's SIGTERM and restart and a
+Prefect server restart leave the pauses in force. The proof, as in test_halt_holds.py,
 is the checkpoint folder: a halted run writes no checkpoint.
 """
 
@@ -206,6 +207,7 @@ def test_worker_run_deployment_is_halted_and_the_paused_queue_hands_out_nothing(
 @pytest.mark.integration
 def test_worker_restart_keeps_the_halt_the_gate_stops_a_run_and_a_lift_resumes_the_queue(
     worker_deployments: WorkerDeployments, worker_factory: Any, ledger_url: str, tmp_path: Path,
+    prefect_server_control: Any,
 ) -> None:
     wd = worker_deployments
     pool, queue, full = wd.scaling_pool, wd.scaling_queue, wd.scaling_queue_full
@@ -225,6 +227,18 @@ def test_worker_restart_keeps_the_halt_the_gate_stops_a_run_and_a_lift_resumes_t
     back = worker.wait_ready()
     # Unlike `serve`, a worker un-pauses nothing: deployment and queue stay paused, the run stays queued.
     wait_for(lambda: polled_since(pool, queue, back + dt.timedelta(seconds=2)), 30, what="the worker to poll")
+    assert queue_state(pool, queue)[1] and paused(dep_id)
+    assert run_state(waiting) == "SCHEDULED" and checkpoints(store, "run-restart") == []
+
+    # The Prefect server restarts (same database). The pauses are the server's state and survive it. A
+    # worker that gave up polling while the server was away is started again, as its supervisor would;
+    # either way it polls the restarted server and is handed nothing.
+    prefect_server_control.restart()
+    if worker.proc is None or worker.proc.poll() is not None:
+        worker.start()
+    again = dt.datetime.now(dt.UTC)
+    wait_for(lambda: polled_since(pool, queue, again + dt.timedelta(seconds=2)), 60,
+             what="the worker to poll the restarted server")
     assert queue_state(pool, queue)[1] and paused(dep_id)
     assert run_state(waiting) == "SCHEDULED" and checkpoints(store, "run-restart") == []
 
