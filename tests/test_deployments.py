@@ -77,3 +77,13 @@ def test_scaling_runs_from_their_own_queue_and_the_gate_from_another() -> None:
     assert not set(gate.values()) & set(DEFAULT_SCALING_QUEUES), gate
     # Not even the same pool: a worker for the gate never polls the scaling queue, nor the reverse.
     assert {q.split("/")[0] for q in gate.values()}.isdisjoint({q.split("/")[0] for q in scaling.values()})
+
+
+def test_serve_polls_for_runs_every_two_seconds_unless_told_otherwise() -> None:
+    """Prefect's runner polls every 10 s; `rsp serve` starts an event-triggered watch run within 2 s."""
+    from rsp.commands.serve import DEFAULT_POLL_S, runner_poll_seconds
+
+    assert DEFAULT_POLL_S == 2.0 and runner_poll_seconds(None, {}) == 2.0
+    assert runner_poll_seconds(None, {"PREFECT_RUNNER_POLL_FREQUENCY": "7"}) == 7.0
+    assert runner_poll_seconds(0.5, {"PREFECT_RUNNER_POLL_FREQUENCY": "7"}) == 0.5
+    assert runner_poll_seconds(None, {"PREFECT_RUNNER_POLL_FREQUENCY": ""}) == 2.0

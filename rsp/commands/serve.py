@@ -10,6 +10,8 @@ its deployments; this puts the halts back), and the halt-guard automation is cre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import typer
 
 from rsp.console import POLICY_HELP, configured_policy, fail
@@ -20,6 +22,11 @@ def register(app: typer.Typer) -> None:
 
 
 SERVED = ["watch", "evaluate", "halt", "approval", "resume"]
+
+# Prefect's runner polls every 10 s: an event-triggered watch run waited up to that long before it
+# started, most of the gap between a checkpoint's arrival and its halt (issue 14 measured 28 s
+# checkpoint-to-halt against 17.5 s of benchmarks). A poll is one small API request.
+DEFAULT_POLL_S = 2.0
 
 
 def build_deployments(policy: str, interval: float, store: str | None, with_demo: bool) -> list:
@@ -42,6 +49,9 @@ def serve(
     store: str = typer.Option(None, "--store", help="Checkpoint store (default: configured)."),
     demo: bool = typer.Option(False, "--demo", help="Also serve the demo training flow (a scaling deployment)."),
     reconcile_every: float = typer.Option(30.0, "--reconcile-every", help="Seconds between halt reconciles."),
+    poll_seconds: float = typer.Option(
+        None, "--poll-seconds", min=0.2, show_default=False,
+        help=f"Seconds between polls for runs to start (default: PREFECT_RUNNER_POLL_FREQUENCY, else {DEFAULT_POLL_S:g})."),
 ) -> None:
     """Serve watch, evaluate, halt (and the demo trainer) against PREFECT_API_URL. Blocks; Ctrl-C stops."""
     import os
@@ -62,7 +72,16 @@ def serve(
     def ready(report: object) -> None:
         typer.echo(startup_message(os.environ["PREFECT_API_URL"], deployments, interval))
 
-    serve_scaling(*deployments, reconcile_every=reconcile_every, on_ready=ready)
+    serve_scaling(*deployments, reconcile_every=reconcile_every, on_ready=ready,
+                  query_seconds=runner_poll_seconds(poll_seconds, os.environ))
+
+
+def runner_poll_seconds(option: float | None, environ: Mapping[str, str]) -> float:
+    """--poll-seconds, else PREFECT_RUNNER_POLL_FREQUENCY when set, else DEFAULT_POLL_S."""
+    if option is not None:
+        return float(option)
+    configured = environ.get("PREFECT_RUNNER_POLL_FREQUENCY")
+    return float(configured) if configured else DEFAULT_POLL_S
 
 
 def startup_message(api_url: str, deployments: list, interval: float) -> str:
