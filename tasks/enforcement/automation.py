@@ -214,6 +214,20 @@ def keep_guard(
     return sync, written
 
 
+def _sync_to_open_halts(store: Ledger, api_url: str, scaling_tag: str, names: Sequence[str], *,
+                        create: bool) -> tuple[GuardSync, list[str]]:
+    """Set the guard to exactly the deployments the ledger's open halts cover (disabled when none);
+    `create` False leaves a missing guard missing. Returns the sync and those deployments' ids."""
+    from tasks.enforcement.enforce import observe, targets_of
+    from tasks.enforcement.prefect_api import prefect_client
+
+    with prefect_client(api_url) as client:
+        observed = observe(client, targets_of(store.halts("open")), scaling_tag=scaling_tag, names=names,
+                           with_flow_names=False)
+        halted = observed.halted_deployment_ids()
+        return sync_guard(client, scaling_tag, halted, create=create), halted
+
+
 def ensure_halt_automation(
     *,
     api_url: str | None = None,
@@ -227,19 +241,14 @@ def ensure_halt_automation(
     Call it when serving or deploying scaling flows. Returns {"automation": name, "change":
     ..., "halted_deployments": [...], "state": {...}}; raises on an unreachable API (callers
     treat it as best effort). `ledger` None: the configured ledger."""
-    from tasks.enforcement.enforce import observe, targets_of
-    from tasks.enforcement.prefect_api import prefect_client, resolve_api_url
+    from tasks.enforcement.prefect_api import resolve_api_url
     from tasks.enforcement.settings import enforcement_settings
     from tasks.ledger import ledger_or_configured
 
     cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
     store = ledger_or_configured(ledger)
-    targets = targets_of(store.halts("open"))
     url = resolve_api_url(api_url)
-    with prefect_client(url) as client:
-        observed = observe(client, targets, scaling_tag=cfg.scaling_tag, names=cfg.names, with_flow_names=False)
-        halted = observed.halted_deployment_ids()
-        sync = sync_guard(client, cfg.scaling_tag, halted, create=True)
+    sync, halted = _sync_to_open_halts(store, url, cfg.scaling_tag, cfg.names, create=True)
     _record_installed(store, sync, cfg.scaling_tag, url, "ensure_halt_automation")
     sync.installed = True
     return {"automation": automation_name(cfg.scaling_tag), "change": sync.change, "halted_deployments": halted,
@@ -260,19 +269,15 @@ def release_guard(
     nothing changed or it could not be done (never raises: reconcile narrows it later)."""
     import logging
 
-    from tasks.enforcement.enforce import observe, targets_of
-    from tasks.enforcement.prefect_api import prefect_client, resolve_api_url, short_error
+    from tasks.enforcement.prefect_api import resolve_api_url, short_error
     from tasks.enforcement.settings import enforcement_settings
 
     cfg = enforcement_settings(scaling_tag=scaling_tag, names=names)
     if not guard_installed(store, cfg.scaling_tag):
         return None
     try:
-        url = resolve_api_url(api_url)
-        with prefect_client(url) as client:
-            observed = observe(client, targets_of(store.halts("open")), scaling_tag=cfg.scaling_tag,
-                               names=cfg.names, with_flow_names=False)
-            return sync_guard(client, cfg.scaling_tag, observed.halted_deployment_ids(), create=False).change
+        sync, _ = _sync_to_open_halts(store, resolve_api_url(api_url), cfg.scaling_tag, cfg.names, create=False)
+        return sync.change
     except Exception as exc:  # noqa: BLE001 - best effort: the next reconcile narrows it
         logging.getLogger("rsp.enforcement").warning("halt guard not narrowed after the lift: %s",
                                                      short_error(exc))
