@@ -154,7 +154,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for k in [k for k in os.environ if k.startswith("RSP_")]:
             mp.delenv(k)
         for k, v in env.items():
-            if k != "PREFECT_API_URL":  # the subprocesses get it from world.env; this process keeps the session's
+            # Not PREFECT_API_URL: the subprocesses get it from world.env. Set here before the session's
+            # server started, its restore at module end would remove the server's URL from os.environ,
+            # and later tests' subprocesses would start Prefect's temporary server instead.
+            if k != "PREFECT_API_URL":
                 mp.setenv(k, v)
         get_settings.cache_clear()
         Ledger(empty, create=True).close()

@@ -328,25 +328,11 @@ def _drain_prefect_workers() -> None:
         print(f"prefect_server: could not drain log/event workers: {exc!r}")
 
 
-_SESSION_SERVER: list[PrefectServerProcess] = []  # the session's server, once started
-
-
-@pytest.fixture(autouse=True)
-def _session_server_url_in_environ() -> None:
-    """Subprocesses find the session's server through os.environ. A module fixture that set
-    PREFECT_API_URL before the server started restores it to unset when it ends, after the server
-    set it (tests would then start Prefect's temporary server, or time out doing so, in their
-    subprocesses): put it back whenever the server runs and the variable is missing."""
-    if _SESSION_SERVER and _SESSION_SERVER[0].running and not os.environ.get("PREFECT_API_URL"):
-        os.environ["PREFECT_API_URL"] = _SESSION_SERVER[0].url
-
-
 @pytest.fixture(scope="session")
 def prefect_server_control() -> Iterator[PrefectServerProcess]:
     root = Path(tempfile.mkdtemp(prefix="rsp-prefect-"))
     server = PrefectServerProcess(root)
     server.start()
-    _SESSION_SERVER.append(server)
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL",)}
     os.environ["PREFECT_API_URL"] = server.url
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -356,7 +342,6 @@ def prefect_server_control() -> Iterator[PrefectServerProcess]:
         try:
             yield server
         finally:
-            _SESSION_SERVER.clear()
             _drain_prefect_workers()
             server.stop()
             for k, v in saved.items():
