@@ -57,9 +57,10 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-parallel-"))
     os.environ.update(RSP_HOME=str(tmp / "home"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.benchmarks import make_task_runner, run_benchmarks
+    from flows.benchmarks import run_benchmarks
     from tasks.benchmarks.base import CheckpointInfo, run_benchmark
     from tasks.benchmarks.datasets.generate import SPECS
     from tasks.inputs import read_policy
@@ -85,9 +86,9 @@ def main() -> None:
             for name, spec in (("serial (threads:1)", "threads:1"), (f"processes:{args.workers}",
                                                                       f"processes:{args.workers}"),
                                (f"dask by address ({args.workers} workers)", address)):
-                flow = run_benchmarks.with_options(task_runner=make_task_runner(spec))
+                fan_out = flow(name="bench-parallel")(run_benchmarks)  # as inside the evaluate flow run
                 t = time.perf_counter()
-                table, failures = flow(info, benches, str(tmp / "runs" / spec.replace("/", "_")), True, limit)
+                table, failures = fan_out(info, benches, str(tmp / "runs" / spec.replace("/", "_")), True, limit, spec)
                 wall = time.perf_counter() - t
                 if failures:
                     raise SystemExit(f"{name}: {failures}")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from policy.determination import Anomaly, RunFailure
 from policy.results import SampleTable
@@ -62,12 +62,16 @@ def _workers(spec: str) -> int | None:
     return int(n)
 
 
-@flow(name="run-benchmarks", log_prints=True)
 def run_benchmarks(
-    info: CheckpointInfo, benchmarks: list[Benchmark], run_dir: str, force: bool = False, limit: int | None = None
+    info: CheckpointInfo, benchmarks: list[Benchmark], run_dir: str, force: bool = False, limit: int | None = None,
+    task_runner: str = "threads",
 ) -> tuple[SampleTable, list[RunFailure]]:
-    """Run each benchmark as its own task and collect the rows; a benchmark that crashes or runs
+    """Run each benchmark as its own task run and collect the rows; a benchmark that crashes or runs
     past its timeout is a `RunFailure` (its thresholds become undetermined), never missing rows.
+
+    Called inside the evaluate flow run, on a task runner of its own: not a subflow, because every
+    flow run ends by joining Prefect's heartbeat thread, which wakes once a second (0.5-1 s per flow
+    run, plus its API calls), twice per escalated evaluation on the way to the determination.
 
     Args:
         info: the checkpoint under evaluation, as the runners need it.
@@ -75,14 +79,23 @@ def run_benchmarks(
         run_dir: the checkpoint's run folder; each benchmark logs under logs/<benchmark id>.
         force: recompute every benchmark instead of reusing cached rows.
         limit: run at most this many samples per benchmark (smoke tests).
+        task_runner: where the task runs go (`make_task_runner`).
     """
+    with make_task_runner(task_runner) as runner:
+        return _collect(runner, info, benchmarks, run_dir, force, limit)
+
+
+def _collect(runner: Any, info: CheckpointInfo, benchmarks: list[Benchmark], run_dir: str, force: bool,
+             limit: int | None) -> tuple[SampleTable, list[RunFailure]]:
     logger = get_run_logger()
     futures = []
     started = time.monotonic()
     # force recomputes every benchmark; otherwise the cache (same checkpoint, version, runner) answers.
     task = run_benchmark_task.with_options(refresh_cache=True) if force else run_benchmark_task
     for b in benchmarks:
-        futures.append((b, task.submit(info, b, str(Path(run_dir) / "logs" / b.id), limit)))
+        futures.append((b, runner.submit(task, parameters={"info": info, "benchmark": b,
+                                                           "log_dir": str(Path(run_dir) / "logs" / b.id),
+                                                           "limit": limit})))
     table = SampleTable.empty()
     failures: list[RunFailure] = []
     for i, (b, fut) in enumerate(futures, start=1):

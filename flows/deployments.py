@@ -106,4 +106,10 @@ def build_deployments(
     return out
 
 
-__all__ = ["PREFECT_YAML", "DeploymentFileError", "build_deployments", "deployment_specs"]
+def deployment_flows(names: Iterable[str], path: Path = PREFECT_YAML) -> dict[str, Any]:
+    """The flow object of each named deployment of the file, by deployment name."""
+    specs = {s["name"]: s for s in deployment_specs(path)}
+    return {name: _flow(specs[name]["entrypoint"]) for name in names if name in specs}
+
+
+__all__ = ["PREFECT_YAML", "DeploymentFileError", "build_deployments", "deployment_flows", "deployment_specs"]

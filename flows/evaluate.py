@@ -24,7 +24,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.benchmarks import make_task_runner, noise_probes, record_noise_flags, run_benchmarks
+from flows.benchmarks import noise_probes, record_noise_flags, run_benchmarks
+from flows.by_reference import pickle_by_reference
 from flows.forms import PolicyRef, TaskRunnerSpec
 from flows.halt import halt as halt_flow
 from flows.states import not_a_success
@@ -293,10 +294,9 @@ def _assess(run: _Evaluation, info: CheckpointInfo, *, force: bool, task_runner:
     for payload in plan.warning_payloads(ckpt.run_id, ckpt.step):  # forecast to cross before the next comprehensive
         logger.warning("%s", payload["message"])
         run.ledger.record(ForecastWarning.from_payload(payload), ckpt.run_id)
-    runner = run_benchmarks.with_options(task_runner=make_task_runner(task_runner))
-
     def run_some(ids: list[str]) -> tuple[SampleTable, list[RunFailure]]:
-        return runner(info, [run.policy.benchmark(i) for i in ids], str(run.log_root or run.folder), force, limit)
+        return run_benchmarks(info, [run.policy.benchmark(i) for i in ids], str(run.log_root or run.folder), force,
+                              limit, task_runner)
 
     ran = list(plan.first)
     table, failures = run_some(ran)
@@ -342,9 +342,11 @@ def _classify(run: _Evaluation, table: SampleTable, failures: list[RunFailure], 
 
 
 def _enforce(det: Determination, event: Event, policy_ref: str) -> HaltSummary:
-    """Open (idempotently), apply and announce the halt this determination calls for."""
-    out = halt_flow(determination=det, determination_seq=event.seq,
-                    determination_subject=event.subject, policy=policy_ref, opened_by="evaluate")
+    """Open (idempotently), apply and announce the halt this determination calls for: the halt flow's
+    steps as task runs of this evaluation, not a subflow (a flow run ends by joining Prefect's
+    heartbeat thread, up to 1 s; `flows.benchmarks.run_benchmarks`)."""
+    out = halt_flow.fn(determination=det, determination_seq=event.seq,
+                       determination_subject=event.subject, policy=policy_ref, opened_by="evaluate")
     return halt_summary(out)
 
 
@@ -374,3 +376,7 @@ def enforce_unreadable_policy(where: str, error: str) -> None:
     """No policy, no determination: halt all scaling, once per place the policy failed to load."""
     halt_flow(reason=f"policy unreadable while evaluating {where}: {error}", activities=["training", "deployment"],
               cause=f"policy-unreadable:{where}", opened_by="evaluate")
+
+
+# Task runs on process pools and Dask workers carry this flow in their context (flows/by_reference.py).
+pickle_by_reference(evaluate)

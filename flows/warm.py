@@ -1,12 +1,17 @@
 """Served flow runs start warm: forked from a process that has already imported the heavy modules.
 
-Prefect's runner starts each served flow run as a fresh interpreter (`multiprocessing` "spawn",
-`prefect.flow_engine.run_flow_in_subprocess`). Every run then re-imports Prefect, our flows,
-great-expectations, Inspect and matplotlib: 8-11 s per run on 2 cores, most of the gap between
-a checkpoint's arrival and its halt (issue 14). `warm_served_runs` starts Python's forkserver
-with those modules imported once and, when a test child forked from it has run, lets the runner
-start its runs from it. Each run is still its own process (killed on cancel, one Inspect
-evaluation per process, a crash takes down only itself); it starts with the imports done.
+Prefect's runner starts each run of a served deployment as a fresh interpreter (`python -m
+prefect.engine`, or `multiprocessing` "spawn" for a flow it holds in memory). Every run then
+re-imports Prefect, our flows, great-expectations, Inspect and matplotlib: 8-11 s per run on 2
+cores, most of the gap between a checkpoint's arrival and its halt (issue 14). Here:
+
+- `start_from_memory` has the runner start a deployment's runs from its flow object (the path
+  `flow.serve` takes), handed to the run by reference (`flows.by_reference`);
+- `warm_served_runs` starts Python's forkserver with the heavy modules imported once and, when a
+  test child forked from it has run, has Prefect start those runs from it.
+
+Each run is still its own process (killed on cancel, one Inspect evaluation per process, a crash
+takes down only itself); it starts with the imports done.
 
 Why forkserver and not fork: the serve process has threads (the runner's event loop, the
 reconcile loop), and forking a threaded process can deadlock (Prefect moved to spawn for that).
@@ -14,10 +19,10 @@ The forkserver is single-threaded when it forks: importing these modules starts 
 test checks it). The environment a run sees is the one Prefect hands it (the runner's, applied
 in the child), not the forkserver's.
 
-Prefect exposes no option for the start method; its runner asks `multiprocessing` for "spawn"
-in `prefect.flow_engine`. `warm_served_runs` gives that module a `multiprocessing` whose
-"spawn" context is the forkserver. When Prefect's code no longer asks that way, or the warm
-process cannot start, runs are spawned as before: slower, the same behaviour.
+Prefect exposes no option for the start method; `run_flow_in_subprocess` asks `multiprocessing`
+for "spawn" in `prefect.flow_engine`. `warm_served_runs` gives that module a `multiprocessing`
+whose "spawn" context is the forkserver. When Prefect's code no longer asks that way, or the warm
+process cannot start, runs start as before: slower, the same behaviour.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
+
+from flows.by_reference import pickle_by_reference
 
 log = logging.getLogger("rsp.serve.warm")
 
@@ -97,11 +104,29 @@ def _verify_and_install(ctx: Any, preloaded: int, on_ready: Callable[[str], None
     except Exception as exc:  # noqa: BLE001 - any failure: runs keep spawning cold, which is correct
         log.warning("served runs start cold (warm process unavailable: %s)", exc)
         return
-    flow_engine.multiprocessing = _SpawnFromWarm(multiprocessing, ctx)  # type: ignore[attr-defined]
+    flow_engine.multiprocessing = _SpawnFromWarm(multiprocessing, ctx)  # type: ignore[assignment]
     message = f"runs start warm ({preloaded} modules imported once, in {time.monotonic() - started:.1f} s)"
     log.info("%s", message)
     if on_ready is not None:
         on_ready(message)
+
+
+def start_from_memory(runner: Any, deployment_id: Any, flow: Any) -> bool:
+    """Have `runner` start this deployment's runs from `flow` (Prefect's `flow.serve` path, through
+    `run_flow_in_subprocess`, which is what starts warm) instead of `python -m prefect.engine`, a
+    fresh interpreter that loads the code again. `Runner.add_deployment` registers no flow (only
+    `add_flow` does, and it builds its own deployment), so this registers it where `add_flow`
+    would. False, and runs stay cold, when the runner keeps no such registry or the flow cannot be
+    handed to a run by reference."""
+    registry = getattr(runner, "_deployment_registry", None)
+    if registry is None or not callable(getattr(registry, "register_flow", None)):
+        log.warning("served runs start cold: this Prefect runner cannot start a deployment from its flow")
+        return False
+    if not pickle_by_reference(flow):
+        log.warning("runs of %s start cold: its flow cannot be handed to a run by reference", flow.name)
+        return False
+    registry.register_flow(deployment_id, flow)
+    return True
 
 
 def warm_served_runs(modules: Sequence[str] = WARM_MODULES, *, wait: bool = False,

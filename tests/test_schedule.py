@@ -154,5 +154,7 @@ def test_served_watch_runs_on_its_schedule_and_on_the_event(
         refused = _final(refused_run)
         assert (refused.type.value, refused.name) == ("FAILED", "Refused") and "lift refused" in refused.message
         assert Ledger(ledger_url).halt(halt_id).is_open
+        # 5. Runs started warm (flows/warm.py) once the forkserver had its imports; all the above held.
+        wait_for(lambda: "rsp serve: runs start warm" in serve_log(), WAIT_S, what="warm runs")
     finally:
         _terminate(proc, timeout=20)

@@ -69,3 +69,38 @@ def test_the_warm_modules_start_no_thread_when_imported() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.stdout.strip() == "['MainThread']"
+
+
+BY_REFERENCE = """
+import uuid
+import cloudpickle
+from prefect.runner import Runner
+from flows.evaluate import evaluate
+from flows.warm import start_from_memory
+
+# The same flow, but not its module's attribute: cloudpickle copies its function by value, with the
+# ContextVar among its globals.
+copy = evaluate.with_options(name="evaluate-copy")
+try:
+    cloudpickle.dumps(copy)
+    raise SystemExit("a copy of the evaluate flow pickled by value: the test no longer shows why")
+except TypeError as exc:
+    assert "ContextVar" in str(exc), exc
+assert cloudpickle.loads(cloudpickle.dumps(evaluate)) is evaluate  # registered when flows.evaluate loads
+
+runner, deployment_id, other = Runner(), uuid.uuid4(), uuid.uuid4()
+assert start_from_memory(runner, deployment_id, evaluate)
+assert runner._deployment_registry.get_flow(deployment_id) is evaluate
+assert not start_from_memory(runner, other, copy)
+assert runner._deployment_registry.get_flow(other) is None
+print("ok")
+"""
+
+
+def test_a_served_flow_reaches_its_run_by_reference_or_stays_cold() -> None:
+    """The evaluate flow's globals cannot be pickled by value (a run or task run sent that way crashes
+    before it starts); it pickles by reference. A flow that is not its module's attribute cannot: a
+    deployment of it is not started from memory, and its runs stay cold (python -m prefect.engine)."""
+    done = subprocess.run([sys.executable, "-c", BY_REFERENCE], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

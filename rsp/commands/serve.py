@@ -54,8 +54,8 @@ def serve(
         help=f"Seconds between polls for runs to start (default: PREFECT_RUNNER_POLL_FREQUENCY, else {DEFAULT_POLL_S:g})."),
     warm: bool = typer.Option(
         True, "--warm/--cold",
-        help="Start each run from a process that has the heavy modules imported (--cold: a fresh interpreter "
-             "per run, Prefect's default; 8-11 s slower per run on 2 cores)."),
+        help="Start the gate's runs from a process that has the heavy modules imported (--cold: a fresh "
+             "interpreter per run, Prefect's default; 5-10 s more per run on 2 cores)."),
 ) -> None:
     """Serve watch, evaluate, halt (and the demo trainer) against PREFECT_API_URL. Blocks; Ctrl-C stops."""
     import os
@@ -72,9 +72,13 @@ def serve(
     except Exception as exc:  # noqa: BLE001 - any unreadable policy: one line and exit 2 before serving
         fail(str(exc))
     deployments = build_deployments(policy, interval, store, demo)
+    warm_flows = None
     if warm:
+        from flows.deployments import deployment_flows
         from flows.warm import warm_served_runs
 
+        # The gate's own flows; the demo trainer (a scaling run the halt cancels) keeps Prefect's start.
+        warm_flows = deployment_flows(SERVED)
         # Imports in the background; runs start cold until it is ready.
         warm_served_runs(on_ready=lambda line: typer.echo(f"rsp serve: {line}"))
 
@@ -82,7 +86,7 @@ def serve(
         typer.echo(startup_message(os.environ["PREFECT_API_URL"], deployments, interval))
 
     serve_scaling(*deployments, reconcile_every=reconcile_every, on_ready=ready,
-                  query_seconds=runner_poll_seconds(poll_seconds, os.environ))
+                  query_seconds=runner_poll_seconds(poll_seconds, os.environ), flows=warm_flows)
 
 
 def runner_poll_seconds(option: float | None, environ: Mapping[str, str]) -> float:
