@@ -52,6 +52,15 @@ WARM_MODULES = (
     "great_expectations.expectations",
     "inspect_ai",
     "inspect_ai._eval.evalset",
+    # What Inspect's first evaluation in a process imports (750 modules, 2-3 s: its OpenAI
+    # client, the ACP agent server, hooks), measured by diffing sys.modules around one run.
+    "inspect_ai.model._openai",
+    "inspect_ai.agent._acp.server",
+    "inspect_ai.hooks",
+    "inspect_ai.solver._transcript",
+    "inspect_ai._control.scoring",
+    "tasks.benchmarks.inspect_runner",
+    "tasks.benchmarks.inspect_plugin",
     "tasks.benchmarks.proxies",
     "tasks.benchmarks.providers",
     "tasks.benchmarks.importers",

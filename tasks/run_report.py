@@ -96,7 +96,11 @@ def plot_png(dets: list[dict[str, Any]], title: str, forecasts: list[MeasureFore
     if forecasts:
         legend += ", grey band: forecast, ◆: forecast crossing (bar: its band)"
     fig.suptitle(f"{title}  —  {legend}", fontsize=9)
-    fig.tight_layout()
+    # Fixed margins in inches, not tight_layout: measuring every tick label's box took half the
+    # plot's time (0.8 s of 1.6 s for 9 panels), and the panels and labels are the same every time.
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.45 / width, right=1 - 0.2 / width, bottom=0.45 / height, top=1 - 0.55 / height,
+                        wspace=0.2, hspace=0.45)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
