@@ -1,24 +1,30 @@
 """Orchestration overhead: the gate's wall time against the same Inspect tasks run directly.
 
-Two measures, each a ratio within one run (the issue's goal: at most 1.15x for both):
+The direct side is what a lab would run without the gate: a fresh `python` process that calls
+`inspect_ai.eval` on each of the policy's Inspect tasks in turn, with the same model and
+arguments (imports and interpreter exit included, as with `inspect eval`). Against it:
 
 1. `rsp evaluate` (a fresh process, as an operator or a cron job starts it) on one simulated
-   checkpoint under the bundled Anthropic policy, against a fresh process that runs the same
-   Inspect tasks with the same model and arguments one after another (`inspect_ai.eval`), at
-   20 and at 100 questions per benchmark.
-2. Checkpoint-to-halt under `rsp serve`: from the `rsp.checkpoint.arrived` event a trainer emits
-   for a checkpoint that crosses a threshold without its safeguards, to the scaling gate closed
-   (`ScalingGate.blocking_halt`), against the benchmarks alone (the direct run at 100 questions).
+   checkpoint under the bundled Anthropic policy, at 20 and at 100 questions per benchmark;
+2. a manual rerun from the Prefect UI: an `evaluate` deployment run under `rsp serve --cold`
+   (a fresh interpreter per run, Prefect's default) and under `rsp serve` (warm: forked from a
+   process that imported the heavy modules once, flows/warm.py), from the run's creation to its
+   final state;
+3. checkpoint-to-halt under each: from the `rsp.checkpoint.arrived` event a trainer emits for a
+   checkpoint past every threshold without its safeguards, to the scaling gate closed for its run
+   (`ScalingGate.blocking_halt`), against the direct run of all questions (the benchmarks alone).
 
-One Prefect server (SQLite) is started first and not counted. Both sides write Inspect logs; the
-direct side turns off the realtime sample buffer as the gate does for simulated models.
+One Prefect server (SQLite) is started first and not counted; each `rsp serve` gets a home of
+its own (its first halt is its own) and is started before its clock does. Both sides write
+Inspect logs; the direct side turns off the realtime sample buffer as the gate does for
+simulated models. The issue's goal: at most 1.15x.
 
-Run: python bench/bench_orchestration.py [--limits 20,100] [--repeats 1] [--no-serve]
+Run: python bench/bench_orchestration.py [--limits 20,100] [--repeats 1] [--modes cli,cold,warm]
 """
-
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -206,15 +212,16 @@ def main() -> None:
         times.setdefault(key, []).append(seconds)
         print(f"  {key}: {seconds:.2f} s", file=sys.stderr)
 
+    steps = itertools.count(1)
     try:
         for i in range(args.repeats):
             for limit in [*limits, None]:
                 if limit is not None or any(m != "cli" for m in modes):  # None: the benchmarks alone, for halts
-                    note(f"direct {limit or 'all'}", direct(_checkpoint(store, "direct", 100 * i + (limit or 0),
-                                                                        1e22), limit, tmp, env))
+                    note(f"direct {limit or 'all'}", direct(_checkpoint(store, "direct", next(steps), 1e22), limit,
+                                                            tmp, env))
             if "cli" in modes:
                 for limit in limits:
-                    note(f"cli {limit}", evaluate_cli(_checkpoint(store, "cli", 100 * i + limit, 1e22), limit, env))
+                    note(f"cli {limit}", evaluate_cli(_checkpoint(store, "cli", next(steps), 1e22), limit, env))
             for mode in (m for m in ("cold", "warm") if m in modes):
                 served = Served(tmp / f"r{i}", env, warm=mode == "warm")
                 try:

@@ -55,7 +55,7 @@ def serve(
     warm: bool = typer.Option(
         True, "--warm/--cold",
         help="Start the gate's runs from a process that has the heavy modules imported (--cold: a fresh "
-             "interpreter per run, Prefect's default; 5-10 s more per run on 2 cores)."),
+             "interpreter per run, Prefect's default; 15-20 s more per run on 2 cores)."),
 ) -> None:
     """Serve watch, evaluate, halt (and the demo trainer) against PREFECT_API_URL. Blocks; Ctrl-C stops."""
     import os
