@@ -2,7 +2,7 @@
 
 Prefect's runner starts each run of a served deployment as a fresh interpreter (`python -m
 prefect.engine`, or `multiprocessing` "spawn" for a flow it holds in memory). Every run then
-re-imports Prefect, our flows, great-expectations, Inspect and matplotlib: 8-11 s per run on 2
+re-imports Prefect, our flows, great-expectations, Inspect and matplotlib: 15-20 s per run on 2
 cores, most of the gap between a checkpoint's arrival and its halt (issue 14). Here:
 
 - `start_from_memory` has the runner start a deployment's runs from its flow object (the path

@@ -72,13 +72,19 @@ def serve(
     except Exception as exc:  # noqa: BLE001 - any unreadable policy: one line and exit 2 before serving
         fail(str(exc))
     deployments = build_deployments(policy, interval, store, demo)
-    warm_flows = None
+    after_add = None
     if warm:
         from flows.deployments import deployment_flows
-        from flows.warm import warm_served_runs
+        from flows.warm import start_from_memory, warm_served_runs
 
         # The gate's own flows; the demo trainer (a scaling run the halt cancels) keeps Prefect's start.
         warm_flows = deployment_flows(SERVED)
+
+        def after_add(runner: object, deployment_id: object, deployment: object) -> None:
+            flow = warm_flows.get(getattr(deployment, "name", ""))
+            if flow is not None:
+                start_from_memory(runner, deployment_id, flow)
+
         # Imports in the background; runs start cold until it is ready.
         warm_served_runs(on_ready=lambda line: typer.echo(f"rsp serve: {line}"))
 
@@ -86,7 +92,7 @@ def serve(
         typer.echo(startup_message(os.environ["PREFECT_API_URL"], deployments, interval))
 
     serve_scaling(*deployments, reconcile_every=reconcile_every, on_ready=ready,
-                  query_seconds=runner_poll_seconds(poll_seconds, os.environ), flows=warm_flows)
+                  query_seconds=runner_poll_seconds(poll_seconds, os.environ), after_add=after_add)
 
 
 def runner_poll_seconds(option: float | None, environ: Mapping[str, str]) -> float:

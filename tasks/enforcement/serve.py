@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,16 +83,16 @@ def serve_scaling(
     limit: int | None = None,
     ensure_automation: bool = True,
     on_ready: Callable[[ReconcileReport], None] | None = None,
-    flows: Mapping[str, Any] | None = None,
+    after_add: Callable[[Any, Any, RunnerDeployment], None] | None = None,
     **runner_kwargs: Any,
 ) -> None:
     """Serve `deployments` (blocks, like `prefect.serve`), reconciling open halts at start-up
     and every `reconcile_every` seconds. `on_ready` is called with the start-up reconcile
     report once the deployments are registered and the halts re-applied. `ledger` None: the
     configured ledger (opened once, used by every reconcile pass), created if there is none yet:
-    the first `serve` is one of the commands that may create the ledger. `flows` (deployment name
-    -> its flow object): those deployments' runs start from the flow in memory, forked warm once
-    `flows.warm.warm_served_runs` is ready; the others start as `python -m prefect.engine`."""
+    the first `serve` is one of the commands that may create the ledger. `after_add(runner,
+    deployment_id, deployment)` is called for each deployment once the runner has it (`rsp serve`
+    registers the gate's flows there to start their runs warm, flows/warm.py)."""
     import asyncio
 
     from prefect.exceptions import TerminationSignal
@@ -116,10 +116,8 @@ def serve_scaling(
     for deployment in deployments:
         deployment.work_pool_name = None  # served deployments run here, not in a work pool
         deployment_id = runner.add_deployment(deployment)  # registers with the API, un-pausing it
-        if flows and deployment.name in flows:
-            from flows.warm import start_from_memory
-
-            start_from_memory(runner, deployment_id, flows[deployment.name])
+        if after_add is not None:
+            after_add(runner, deployment_id, deployment)
     first = run_once()
     if any(d.name == APPROVAL_DEPLOYMENT.split("/")[1] for d in deployments):
         try:
